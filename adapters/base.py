@@ -1,0 +1,327 @@
+"""The adapter protocol, its capabilities and the canonical snapshots every platform maps onto.
+
+An adapter turns whatever a platform sends (a webhook, a page of a list API, a pushed message)
+into *snapshots*: the whole current state of one order or one refund, in integer minor units and
+aware UTC times, with the platform's ``updated_at``. The core reconciles snapshots; adapters never
+touch the database and never import ``app``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, ClassVar, Generic, Literal, Mapping, NewType, Protocol, TypeVar, runtime_checkable
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+ExternalOrderId = NewType("ExternalOrderId", str)
+ExternalRefundId = NewType("ExternalRefundId", str)
+ExternalSkuKey = NewType("ExternalSkuKey", str)
+
+
+class Capability(StrEnum):
+    ORDERS_PULL = "orders_pull"
+    REFUNDS_PULL = "refunds_pull"
+    STOCK_PUSH = "stock_push"
+    STOCK_READ = "stock_read"
+    WEBHOOKS = "webhooks"
+
+
+class OrderStatus(StrEnum):
+    """Canonical order statuses, in the order an order normally moves through them."""
+
+    PENDING = "pending"  # created, not paid
+    PAID = "paid"
+    SHIPPED = "shipped"
+    DELIVERED = "delivered"  # buyer confirmed receipt, or the platform's nearest completion signal
+    CANCELLED = "cancelled"
+
+
+class RefundStatus(StrEnum):
+    OPEN = "open"  # requested or in progress: blocks settlement of its order
+    SUCCEEDED = "succeeded"  # money went back; stock effects of its lines apply
+    CLOSED = "closed"  # refused, withdrawn or expired: no effect
+
+
+RestockType = Literal["no_restock", "cancel", "return"]
+"""``cancel``: the goods never shipped, release their reservation; ``return``: the goods came back
+to stock; ``no_restock``: money only, no stock moves."""
+
+
+def _require_aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ValueError("naive datetime: every snapshot time must be timezone-aware")
+    return value
+
+
+class _Snapshot(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class OrderLineSnapshot(_Snapshot):
+    external_line_id: str
+    external_sku_key: str | None = None  # the platform's id of what was sold (variant, sku id)
+    merchant_sku: str | None = None  # the merchant's own sku code on the listing, when set
+    title: str | None = None
+    quantity: int = Field(ge=0)
+    unit_price_minor: int
+    discount_minor: int = 0
+    total_minor: int  # what this line contributes after its discounts
+    shipped_quantity: int | None = None  # for partial fulfilment; None means "follows the order"
+    listing_ref: dict[str, str] = Field(default_factory=dict)  # what push_stock needs for this listing
+
+
+class RefundLineSnapshot(_Snapshot):
+    external_line_id: str | None = None  # the order line it refunds
+    external_sku_key: str | None = None
+    merchant_sku: str | None = None
+    quantity: int = Field(ge=0)
+    amount_minor: int = 0
+    restock: RestockType = "no_restock"
+
+
+class RefundSnapshot(_Snapshot):
+    platform: str
+    external_id: str
+    order_external_id: str
+    status: RefundStatus
+    currency: str
+    amount_minor: int = Field(ge=0)
+    lines: list[RefundLineSnapshot] = Field(default_factory=list)
+    created_at: datetime | None = None
+    updated_at: datetime
+    raw: dict[str, Any] | list[Any] | None = Field(default=None, repr=False)
+
+    _aware = field_validator("created_at", "updated_at")(_require_aware)
+
+
+class OrderSnapshot(_Snapshot):
+    platform: str
+    external_id: str
+    status: OrderStatus
+    currency: str
+    total_minor: int
+    platform_fee_minor: int | None = None  # None when the platform does not report it
+    lines: list[OrderLineSnapshot]
+    refunds: list[RefundSnapshot] = Field(default_factory=list)  # platforms that embed refunds
+    created_at: datetime | None = None
+    paid_at: datetime | None = None
+    shipped_at: datetime | None = None
+    delivered_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    updated_at: datetime
+    raw: dict[str, Any] | list[Any] | None = Field(default=None, repr=False)
+
+    _aware = field_validator(
+        "created_at", "paid_at", "shipped_at", "delivered_at", "cancelled_at", "updated_at"
+    )(_require_aware)
+
+
+@dataclass(frozen=True)
+class OrderNotice:
+    """A push that only names an order: the worker fetches it with ``fetch_order``."""
+
+    external_id: str
+    status_hint: str | None = None
+
+
+@dataclass(frozen=True)
+class RefundNotice:
+    """A push that only names a refund: the worker fetches it with ``fetch_refund``."""
+
+    external_id: str
+    order_external_id: str | None = None
+
+
+@dataclass(frozen=True)
+class OrderDeleted:
+    """The platform removed an order (WooCommerce ``order.deleted``): fetch it again to learn why."""
+
+    external_id: str
+
+
+@dataclass(frozen=True)
+class WebhookIdentity:
+    """What intake needs before storing a delivery: a de-duplication key and the topic.
+
+    ``dedupe_key`` is the platform's event or delivery id; None means "use a hash of the body".
+    ``is_ping`` marks a handshake (WooCommerce's unsigned ping) that is answered 200 and not stored.
+    """
+
+    dedupe_key: str | None
+    topic: str | None = None
+    is_ping: bool = False
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """A parsed delivery: full snapshots, or notices naming what to fetch, or both."""
+
+    topic: str | None
+    orders: list[OrderSnapshot] = field(default_factory=list)
+    refunds: list[RefundSnapshot] = field(default_factory=list)
+    notices: list[OrderNotice | RefundNotice | OrderDeleted] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """A half-open interval [start, end) of platform update times, aware UTC."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("TimeWindow needs aware datetimes")
+        if self.end < self.start:
+            raise ValueError("TimeWindow ends before it starts")
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a list API. ``next_cursor`` is None on the last page of the window."""
+
+    items: list[T]
+    next_cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class StockLevel:
+    """Set the sellable quantity of one listing to ``quantity`` (a full, absolute update)."""
+
+    external_sku_key: str
+    quantity: int
+    listing_ref: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PushResult:
+    external_sku_key: str
+    ok: bool
+    error: str | None = None
+    error_kind: str | None = None  # an AdapterError.kind when not ok
+    retry_after_s: float | None = None
+
+
+@dataclass(frozen=True)
+class StoreContext:
+    """One store's settings as an adapter sees them. Built by the core; no secrets are logged."""
+
+    store_id: str
+    external_shop_id: str | None
+    credentials: BaseModel
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str | None:
+        value = self.settings.get("base_url")
+        return str(value) if value else None
+
+
+class EmptyCredentials(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """What every platform adapter offers. Methods a capability does not cover may raise
+    ``PermanentError``; the core checks ``capabilities`` before calling them."""
+
+    platform: ClassVar[str]
+    capabilities: ClassVar[frozenset[Capability]]
+    max_window: ClassVar[timedelta]  # the widest window its list APIs accept
+    Credentials: ClassVar[type[BaseModel]]
+
+    def __init__(self, store: StoreContext, http: httpx.AsyncClient) -> None: ...
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes, secrets: list[str]) -> None:
+        """Raise ``SignatureError`` unless one of ``secrets`` signed ``body`` (constant time)."""
+
+    def webhook_identity(self, headers: Mapping[str, str], body: bytes) -> WebhookIdentity:
+        """Cheap: the de-duplication key and topic, without mapping the payload."""
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookDelivery:
+        """Map a verified delivery; raise ``PayloadError`` when it cannot be read."""
+
+    def webhook_ack(self, status: str) -> dict[str, Any]:
+        """The JSON answer the platform expects for an accepted or duplicate delivery."""
+
+    async def fetch_order(self, external_id: str) -> OrderSnapshot | None: ...
+
+    async def fetch_orders(self, window: TimeWindow, cursor: str | None) -> Page[OrderSnapshot]: ...
+
+    async def fetch_refund(self, external_id: str, order_external_id: str | None) -> RefundSnapshot | None: ...
+
+    async def fetch_refunds(self, window: TimeWindow, cursor: str | None) -> Page[RefundSnapshot]: ...
+
+    async def push_stock(self, levels: list[StockLevel]) -> list[PushResult]: ...
+
+    async def fetch_stock(self, keys: list[StockLevel]) -> dict[str, int]:
+        """Where ``STOCK_READ`` is declared: the platform's current quantity per sku key."""
+
+
+class AdapterBase:
+    """Shared defaults for built-in adapters; a plug-in may subclass it or implement the protocol."""
+
+    platform: ClassVar[str] = ""
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    max_window: ClassVar[timedelta] = timedelta(days=1)
+    Credentials: ClassVar[type[BaseModel]] = EmptyCredentials
+
+    def __init__(self, store: StoreContext, http: httpx.AsyncClient) -> None:
+        self.store = store
+        self.http = http
+
+    @property
+    def credentials(self) -> Any:
+        return self.store.credentials
+
+    def webhook_ack(self, status: str) -> dict[str, Any]:
+        return {"status": status}
+
+    def _unsupported(self, what: str):
+        from adapters.errors import PermanentError
+
+        return PermanentError(f"{self.platform} adapter does not support {what}", platform=self.platform)
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes, secrets: list[str]) -> None:
+        raise self._unsupported("webhooks")
+
+    def webhook_identity(self, headers: Mapping[str, str], body: bytes) -> WebhookIdentity:
+        raise self._unsupported("webhooks")
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookDelivery:
+        raise self._unsupported("webhooks")
+
+    async def fetch_order(self, external_id: str) -> OrderSnapshot | None:
+        raise self._unsupported("fetch_order")
+
+    async def fetch_orders(self, window: TimeWindow, cursor: str | None) -> Page[OrderSnapshot]:
+        raise self._unsupported("fetch_orders")
+
+    async def fetch_refund(self, external_id: str, order_external_id: str | None) -> RefundSnapshot | None:
+        raise self._unsupported("fetch_refund")
+
+    async def fetch_refunds(self, window: TimeWindow, cursor: str | None) -> Page[RefundSnapshot]:
+        raise self._unsupported("fetch_refunds")
+
+    async def push_stock(self, levels: list[StockLevel]) -> list[PushResult]:
+        raise self._unsupported("push_stock")
+
+    async def fetch_stock(self, keys: list[StockLevel]) -> dict[str, int]:
+        raise self._unsupported("fetch_stock")
+
+
+def header(headers: Mapping[str, str], *names: str) -> str | None:
+    """Case-insensitive header lookup over several spellings (``X-Shopify-Topic``, ``shopify-topic``)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    for name in names:
+        value = lowered.get(name.lower())
+        if value is not None:
+            return value
+    return None

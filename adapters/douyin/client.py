@@ -1,0 +1,167 @@
+"""Douyin Shop Open API client: one signed POST per method, body-level codes mapped onto the error tree.
+
+Facts from shared/platforms/china.md section 3 (official Go SDK ``zsmhub/doudian-sdk``): the query carries
+``app_key, method, access_token, timestamp, v, sign_method, sign``; the body is ``param_json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from typing import Any, Awaitable, Callable, Mapping
+
+import httpx
+
+from adapters.errors import (
+    AdapterError,
+    AuthExpiredError,
+    PayloadError,
+    PermanentError,
+    ThrottledError,
+    TransientError,
+)
+from adapters.http import error_for_response, send, with_retries
+
+PLATFORM = "douyin"
+DEFAULT_BASE_URL = "https://openapi-fxg.jinritemai.com"
+API_VERSION = "2"
+SIGN_METHOD = "hmac-sha256"
+PAGE_SIZE = 100  # rows; both list APIs cap `size` at 100
+THROTTLE_RETRY_S = 1.0  # seconds; code 60000 carries no delay and no rate is published (china.md 3.8)
+SUCCESS_CODE = "10000"
+
+
+
+def encode_param_json(params: Mapping[str, Any]) -> str:
+    """``param_json`` as the official SDK writes it: keys sorted recursively, compact, raw UTF-8."""
+    return json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def sign_payload(app_key: str, app_secret: str, method: str, param_json: str, timestamp: str,
+                 v: str = API_VERSION) -> str:
+    """The string that is signed: secret + app_key..method..param_json..timestamp..v.. + secret."""
+    return (f"{app_secret}app_key{app_key}method{method}param_json{param_json}"
+            f"timestamp{timestamp}v{v}{app_secret}")
+
+
+def sign(app_key: str, app_secret: str, method: str, param_json: str, timestamp: str,
+         v: str = API_VERSION) -> str:
+    """``sign_method=hmac-sha256``: lower-hex HMAC-SHA256 keyed by the app secret (china.md 3.2)."""
+    message = sign_payload(app_key, app_secret, method, param_json, timestamp, v)
+    return hmac.new(app_secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+def path_for(method: str) -> str:
+    """``order.searchList`` -> ``/order/searchList``."""
+    return "/" + method.replace(".", "/")
+
+
+def error_for_body(body: Mapping[str, Any], method: str) -> AdapterError | None:
+    """Map the envelope's ``code``/``sub_code`` onto the error tree; None on ``code == 10000``."""
+    code = str(body.get("code", ""))
+    if code == SUCCESS_CODE:
+        return None
+    sub_code = str(body.get("sub_code") or "")
+    detail = " / ".join(str(x) for x in (body.get("msg"), body.get("sub_msg")) if x)
+    message = f"{method} failed: {detail or 'no message'} (log_id {body.get('log_id')})"
+    err_code = f"{code}:{sub_code}" if sub_code else code
+    if code == "60000":
+        return ThrottledError(message, platform=PLATFORM, code=err_code, retry_after_s=THROTTLE_RETRY_S)
+    if code in ("20000", "20001"):
+        return TransientError(message, platform=PLATFORM, code=err_code)
+    if code == "40003" and sub_code.startswith("isv.access-token-expired"):
+        return AuthExpiredError(message + ". Refresh or re-authorise the shop's access token.",
+                                platform=PLATFORM, code=err_code)
+    if code == "30001" and "authorization-no-existed" in sub_code:
+        # The shop revoked the app: same remedy as an expired token, a human re-authorises.
+        return AuthExpiredError(message + ". The shop must authorise the app again.",
+                                platform=PLATFORM, code=err_code)
+    return PermanentError(message, platform=PLATFORM, code=err_code)
+
+
+class DouyinClient:
+    """Signed calls to the Douyin Shop gateway; each method returns the envelope's ``data``."""
+
+    def __init__(self, http: httpx.AsyncClient, *, app_key: str, app_secret: str, access_token: str,
+                 base_url: str | None = None, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], Awaitable[None]] | None = None) -> None:
+        self.http = http
+        self.app_key = app_key
+        self.app_secret = app_secret
+        self.access_token = access_token
+        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.clock = clock
+        self.sleep = sleep  # tests pass a no-op so retries after a throttle do not wait
+
+    def build_request(self, method: str, params: Mapping[str, Any]) -> httpx.Request:
+        body = encode_param_json(params)
+        # The sign covers exactly the timestamp string that is sent (china.md 3.1).
+        timestamp = str(int(self.clock()))
+        query = {
+            "app_key": self.app_key,
+            "method": method,
+            "access_token": self.access_token,
+            "timestamp": timestamp,
+            "v": API_VERSION,
+            "sign_method": SIGN_METHOD,
+            "sign": sign(self.app_key, self.app_secret, method, body, timestamp),
+        }
+        headers = {"Content-Type": "application/json", "x-open-no-old-err-code": "1"}
+        return self.http.build_request("POST", self.base_url + path_for(method), params=query,
+                                       content=body.encode(), headers=headers)
+
+    async def _call_once(self, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        response = await send(self.http, self.build_request(method, params), PLATFORM)
+        # The gateway answers 200 with a body code; a non-2xx status comes from a proxy or an outage,
+        # and its body (if any) is not the envelope, so the status decides.
+        status_error = error_for_response(response, PLATFORM)
+        if status_error is not None:
+            raise status_error
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise PayloadError(f"{method}: answer is not JSON", platform=PLATFORM) from exc
+        if not isinstance(body, dict):
+            raise PayloadError(f"{method}: answer is not a JSON object", platform=PLATFORM)
+        body_error = error_for_body(body, method)
+        if body_error is not None:
+            raise body_error
+        data = body.get("data")
+        return data if isinstance(data, dict) else {}
+
+    async def call(self, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Sign and send ``method`` (a fresh timestamp per attempt); retry short transient failures."""
+        return await with_retries(lambda: self._call_once(method, params), sleep=self.sleep)
+
+    async def order_search_list(self, *, update_time_start: int, update_time_end: int, page: int,
+                                size: int = PAGE_SIZE) -> dict[str, Any]:
+        """Shop orders by update time, one page (page from 0). ref: https://github.com/zsmhub/doudian-sdk/blob/93c52ff565c8841af997483e456b5f1739cb2c36/api/order_searchList/request/order_searchList_request.go"""
+        return await self.call("order.searchList", {
+            "update_time_start": update_time_start, "update_time_end": update_time_end,
+            "order_by": "update_time", "order_asc": True, "page": page, "size": size,
+        })
+
+    async def order_detail(self, shop_order_id: str) -> dict[str, Any]:
+        """One shop order with its sku orders and logistics. ref: https://github.com/zsmhub/doudian-sdk/blob/93c52ff565c8841af997483e456b5f1739cb2c36/api/order_orderDetail/request/order_orderDetail_request.go"""
+        return await self.call("order.orderDetail", {"shop_order_id": shop_order_id})
+
+    async def after_sale_list(self, *, update_start_time: int | None = None, update_end_time: int | None = None,
+                              aftersale_id: str | None = None, page: int = 0,
+                              size: int = PAGE_SIZE) -> dict[str, Any]:
+        """After-sale orders by update time or by id, one page. ref: https://github.com/zsmhub/doudian-sdk/blob/93c52ff565c8841af997483e456b5f1739cb2c36/api/afterSale_List/request/afterSale_List_request.go"""
+        params: dict[str, Any] = {"order_by": ["update_time asc"], "page": page, "size": size}
+        if update_start_time is not None:
+            params["update_start_time"] = update_start_time
+        if update_end_time is not None:
+            params["update_end_time"] = update_end_time
+        if aftersale_id is not None:
+            params["aftersale_id"] = aftersale_id
+        return await self.call("afterSale.List", params)
+
+    async def sku_sync_stock(self, *, product_id: int, sku_id: int, stock_num: int) -> dict[str, Any]:
+        """Set one sku's stock, full update (incremental=false). ref: https://github.com/zsmhub/doudian-sdk/blob/93c52ff565c8841af997483e456b5f1739cb2c36/api/sku_syncStock/request/sku_syncStock_request.go"""
+        return await self.call("sku.syncStock", {
+            "product_id": product_id, "sku_id": sku_id, "stock_num": stock_num, "incremental": False,
+        })

@@ -1,0 +1,256 @@
+"""Pure mapping of Douyin Shop payloads onto canonical snapshots.
+
+Douyin already reports money in fen (integers) and times in Unix seconds (china.md 3.3), so money is
+only checked to be integral and times go through ``from_unix``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Mapping
+
+from adapters.base import (
+    OrderLineSnapshot,
+    OrderSnapshot,
+    OrderStatus,
+    RefundLineSnapshot,
+    RefundSnapshot,
+    RefundStatus,
+    RestockType,
+)
+from adapters.errors import PayloadError
+from adapters.units import from_unix
+
+PLATFORM = "douyin"
+CURRENCY = "CNY"
+
+# order_status (china.md 3.4). 101 "partly shipped" stays paid at order level; lines carry what shipped.
+ORDER_STATUS: dict[int, OrderStatus] = {
+    1: OrderStatus.PENDING,
+    105: OrderStatus.PAID,
+    2: OrderStatus.PAID,
+    101: OrderStatus.PAID,
+    3: OrderStatus.SHIPPED,
+    4: OrderStatus.CANCELLED,
+    5: OrderStatus.DELIVERED,
+}
+PARTLY_SHIPPED = 101
+SKU_SHIPPED_STATUSES = frozenset({3, 5})  # a sku order's own order_status once its goods left
+
+# afterSale.List aftersale_status / refund_status (china.md 3.4).
+AFTERSALE_SUCCEEDED = frozenset({12})
+AFTERSALE_CLOSED = frozenset({27, 28, 29, 51})
+# 14 = exchange / resend / repair completed: finished with no money back. Kept open it would block
+# its order's settlement for ever, so it counts as closed (no effect on money or stock).
+AFTERSALE_FINISHED_WITHOUT_REFUND = frozenset({14})
+REFUND_SUCCEEDED = 3
+REFUND_FAILED = 4
+
+# aftersale_type (china.md 3.4): 0 return and refund, 1 refund only after shipping, 2 refund only before
+# shipping, 3 exchange, 6 price protection, 7 resend, 8 repair.
+TYPE_RETURN_AND_REFUND = 0
+TYPE_REFUND_NOT_SHIPPED = 2
+
+
+def fen(value: Any, field: str) -> int:
+    """A fen amount as Douyin sends it (int, or a digit string); anything fractional is refused."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, bool):
+        raise PayloadError(f"{field} is a boolean", platform=PLATFORM)
+    if isinstance(value, float) and not value.is_integer():
+        raise PayloadError(f"{field}={value!r} is not a whole number of fen", platform=PLATFORM)
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise PayloadError(f"{field}={value!r} is not a fen amount", platform=PLATFORM) from exc
+
+
+def _int(value: Any, field: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise PayloadError(f"{field}={value!r} is not an integer", platform=PLATFORM) from exc
+
+
+def _id(value: Any) -> str | None:
+    """Platform ids come as 19-digit ints or strings; 0 and "" mean absent."""
+    if value in (None, "", 0, "0"):
+        return None
+    return str(value)
+
+
+def _text(value: Any) -> str | None:
+    text = str(value).strip() if value is not None else ""
+    return text or None
+
+
+def _merchant_sku(raw: Mapping[str, Any]) -> str | None:
+    return _text(raw.get("code")) or (_text(raw.get("out_sku_id")) if _id(raw.get("out_sku_id")) else None)
+
+
+def _shipped_by_line(order: Mapping[str, Any]) -> dict[str, int] | None:
+    """Quantities per sku order id from ``logistics_info[].product_info[]``; None when not reported."""
+    packages = order.get("logistics_info") or []
+    if not packages:
+        return None
+    shipped: dict[str, int] = defaultdict(int)
+    for package in packages:
+        for product in package.get("product_info") or []:
+            line_id = _id(product.get("sku_order_id"))
+            if line_id:
+                shipped[line_id] += _int(product.get("product_count", 0), "product_count")
+    return dict(shipped)
+
+
+def order_line(raw: Mapping[str, Any], shipped_quantity: int | None) -> OrderLineSnapshot:
+    # The sku order id is `order_id` in the official SDK models; some payloads call it `sku_order_id`.
+    line_id = _id(raw.get("sku_order_id")) or _id(raw.get("order_id"))
+    if not line_id:
+        raise PayloadError("sku order without an id", platform=PLATFORM)
+    sku_id = _id(raw.get("sku_id"))
+    product_id = _id(raw.get("product_id_str")) or _id(raw.get("product_id"))
+    listing_ref = {k: v for k, v in (("product_id", product_id), ("sku_id", sku_id)) if v}
+    return OrderLineSnapshot(
+        external_line_id=line_id,
+        external_sku_key=sku_id,
+        merchant_sku=_merchant_sku(raw),
+        title=_text(raw.get("product_name")),
+        quantity=_int(raw.get("item_num", 0), "item_num"),
+        unit_price_minor=fen(raw.get("origin_amount"), "origin_amount"),
+        discount_minor=fen(raw.get("promotion_amount"), "promotion_amount"),
+        total_minor=fen(raw.get("pay_amount"), "pay_amount"),
+        shipped_quantity=shipped_quantity,
+        listing_ref=listing_ref,
+    )
+
+
+def order_from_douyin(raw: Mapping[str, Any]) -> OrderSnapshot:
+    """A shop (parent) order from ``order.searchList`` or ``order.orderDetail`` -> OrderSnapshot."""
+    order_id = _id(raw.get("order_id"))
+    if not order_id:
+        raise PayloadError("shop order without order_id", platform=PLATFORM)
+    code = _int(raw.get("order_status"), "order_status")
+    status = ORDER_STATUS.get(code)
+    if status is None:
+        raise PayloadError(f"order {order_id}: unknown order_status {code}", platform=PLATFORM)
+    updated_at = from_unix(raw.get("update_time"))
+    if updated_at is None:
+        raise PayloadError(f"order {order_id} has no update_time", platform=PLATFORM)
+
+    sku_orders = raw.get("sku_order_list") or []
+    shipped = _shipped_by_line(raw) if code == PARTLY_SHIPPED else None
+    lines = []
+    for sku_order in sku_orders:
+        shipped_quantity = None
+        if code == PARTLY_SHIPPED:
+            line_id = _id(sku_order.get("sku_order_id")) or _id(sku_order.get("order_id"))
+            if shipped is not None:
+                shipped_quantity = shipped.get(line_id or "", 0)
+            else:
+                line_status = sku_order.get("order_status")
+                if line_status is not None:
+                    done = _int(line_status, "sku order_status") in SKU_SHIPPED_STATUSES
+                    shipped_quantity = _int(sku_order.get("item_num", 0), "item_num") if done else 0
+        lines.append(order_line(sku_order, shipped_quantity))
+
+    receipts = [t for t in (from_unix(s.get("confirm_receipt_time")) for s in sku_orders) if t]
+    delivered_at = max(receipts) if receipts else None
+    if delivered_at is None and status is OrderStatus.DELIVERED:
+        delivered_at = from_unix(raw.get("finish_time"))
+    return OrderSnapshot(
+        platform=PLATFORM,
+        external_id=order_id,
+        status=status,
+        currency=CURRENCY,
+        total_minor=fen(raw.get("pay_amount"), "pay_amount"),
+        platform_fee_minor=None,  # fees only appear in the settlement bill (china.md 3.9)
+        lines=lines,
+        created_at=from_unix(raw.get("create_time")),
+        paid_at=from_unix(raw.get("pay_time")),
+        shipped_at=from_unix(raw.get("ship_time")),
+        delivered_at=delivered_at,
+        updated_at=updated_at,
+        raw=dict(raw),
+    )
+
+
+def refund_status(aftersale_status: int | None, refund_status_code: int | None) -> RefundStatus:
+    if aftersale_status in AFTERSALE_SUCCEEDED or refund_status_code == REFUND_SUCCEEDED:
+        return RefundStatus.SUCCEEDED
+    if (aftersale_status in AFTERSALE_CLOSED or aftersale_status in AFTERSALE_FINISHED_WITHOUT_REFUND
+            or refund_status_code == REFUND_FAILED):
+        return RefundStatus.CLOSED
+    return RefundStatus.OPEN
+
+
+def restock_for(aftersale_type: int | None, status: RefundStatus) -> RestockType:
+    """Refund before shipping releases the reservation; a return counts once the after-sale succeeded;
+    refund-only after shipping, exchange, resend, repair and price protection move no stock."""
+    if aftersale_type == TYPE_REFUND_NOT_SHIPPED:
+        return "cancel"
+    if aftersale_type == TYPE_RETURN_AND_REFUND and status is RefundStatus.SUCCEEDED:
+        return "return"
+    return "no_restock"
+
+
+def _opt_int(value: Any, field: str) -> int | None:
+    return None if value in (None, "") else _int(value, field)
+
+
+def refund_from_douyin(item: Mapping[str, Any]) -> RefundSnapshot:
+    """One ``afterSale.List`` item (``aftersale_info`` + ``order_info``) -> RefundSnapshot."""
+    info = item.get("aftersale_info")
+    if not isinstance(info, Mapping):
+        raise PayloadError("after-sale item without aftersale_info", platform=PLATFORM)
+    aftersale_id = _id(info.get("aftersale_id"))
+    if not aftersale_id:
+        raise PayloadError("after-sale without aftersale_id", platform=PLATFORM)
+    order_info = item.get("order_info") or {}
+    order_id = _id(order_info.get("shop_order_id")) or _id(info.get("related_id"))
+    if not order_id:
+        raise PayloadError(f"after-sale {aftersale_id} names no order", platform=PLATFORM)
+    updated_at = from_unix(info.get("update_time"))
+    if updated_at is None:
+        raise PayloadError(f"after-sale {aftersale_id} has no update_time", platform=PLATFORM)
+
+    aftersale_type = _opt_int(info.get("aftersale_type"), "aftersale_type")
+    status = refund_status(_opt_int(info.get("aftersale_status"), "aftersale_status"),
+                           _opt_int(info.get("refund_status"), "refund_status"))
+    restock = restock_for(aftersale_type, status)
+    refund_amount = fen(info.get("refund_amount"), "refund_amount")
+
+    # The SDK nests the sku orders in order_info.related_order_info[]; china.md 3.5 shows them flat.
+    related = order_info.get("related_order_info")
+    sku_orders = related if isinstance(related, list) else ([order_info] if order_info.get("sku_order_id") else [])
+    lines = []
+    for sku_order in sku_orders:
+        single = len(sku_orders) == 1
+        quantity = sku_order.get("aftersale_item_num")
+        if quantity in (None, "") and single:
+            quantity = info.get("aftersale_num")
+        if quantity in (None, ""):
+            quantity = sku_order.get("item_num", 0)
+        amount = sku_order.get("aftersale_pay_amount")
+        lines.append(RefundLineSnapshot(
+            external_line_id=_id(sku_order.get("sku_order_id")),
+            external_sku_key=_id(sku_order.get("sku_id")),
+            merchant_sku=_text(sku_order.get("shop_sku_code")),
+            quantity=_int(quantity, "aftersale_num"),
+            amount_minor=fen(amount, "aftersale_pay_amount") if amount not in (None, "") else
+            (refund_amount if single else 0),
+            restock=restock,
+        ))
+    return RefundSnapshot(
+        platform=PLATFORM,
+        external_id=aftersale_id,
+        order_external_id=order_id,
+        status=status,
+        currency=CURRENCY,
+        # Goods money and returned postage are separate fields; both went back to the buyer.
+        amount_minor=refund_amount + fen(info.get("refund_post_amount"), "refund_post_amount"),
+        lines=lines,
+        created_at=from_unix(info.get("apply_time") or info.get("create_time")),
+        updated_at=updated_at,
+        raw=dict(item),
+    )

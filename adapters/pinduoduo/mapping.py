@@ -1,0 +1,258 @@
+"""Pure mapping of PDD order and after-sale payloads onto canonical snapshots.
+
+Field meanings, units and status codes: shared/platforms/china.md 1.3-1.5. Money is yuan unless a
+store setting says otherwise; times are Beijing-time strings or unix seconds.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal, Mapping
+
+from adapters.base import (
+    OrderLineSnapshot,
+    OrderSnapshot,
+    OrderStatus,
+    RefundLineSnapshot,
+    RefundSnapshot,
+    RefundStatus,
+    RestockType,
+)
+from adapters.errors import PayloadError
+from adapters.units import from_beijing, from_unix, from_unix_ms, to_minor
+
+PLATFORM = "pinduoduo"
+CURRENCY = "CNY"
+AmountUnit = Literal["yuan", "fen"]
+
+_MS_THRESHOLD = 10**11  # a unix time above this is in milliseconds (year 5138 in seconds)
+
+
+def _err(message: str) -> PayloadError:
+    return PayloadError(message, platform=PLATFORM)
+
+
+def pdd_time(value: Any) -> datetime | None:
+    """A PDD time to aware UTC: ``yyyy-MM-dd HH:mm:ss`` Beijing time, or unix seconds/ms.
+
+    The order APIs document strings (tourze parses ``Y-m-d H:i:s``) and we read them as Beijing time
+    [I]; pdd.refund.information.get types its times as epoch numbers. Both are accepted.
+    """
+    if value is None or value == "" or value == 0 or value == "0":
+        return None
+    if isinstance(value, bool):
+        raise _err(f"not a time: {value!r}")
+    if isinstance(value, (int, float)) or (isinstance(value, str) and value.strip().isdigit()):
+        number = int(Decimal(str(value).strip()))
+        return from_unix_ms(number) if number > _MS_THRESHOLD else from_unix(number)
+    return from_beijing(str(value))
+
+
+def pdd_money(value: Any, unit: AmountUnit = "yuan") -> int:
+    """A PDD amount to integer fen. Yuan may arrive as a JSON number or a string [I: SDKs disagree]."""
+    if unit == "yuan":
+        return to_minor(value, CURRENCY)
+    if value is None or value == "":
+        return 0
+    if isinstance(value, bool):
+        raise _err(f"money amount is a boolean: {value!r}")
+    try:
+        fen = Decimal(str(value))
+    except InvalidOperation as exc:
+        raise _err(f"not a money amount: {value!r}") from exc
+    if not fen.is_finite() or fen != fen.to_integral_value():
+        raise _err(f"amount {value!r} in fen is not a whole number")
+    return int(fen)
+
+
+def _id(value: Any) -> str | None:
+    """A platform id as a string; ``0``, ``""`` and None mean absent."""
+    if value is None or value == "" or value == 0 or value == "0":
+        return None
+    return str(value)
+
+
+def _int(value: Any, field: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise _err(f"{field} is not an integer: {value!r}") from exc
+
+
+def _merchant_sku(raw: Mapping[str, Any]) -> str | None:
+    # outer_id is the merchant's SKU code; outer_goods_id the goods-level code used when the SKU has none.
+    for key in ("outer_id", "outer_goods_id"):
+        value = raw.get(key)
+        if value not in (None, ""):
+            return str(value)
+    return None
+
+
+# order_status: 1 待发货 (awaiting shipment), 2 已发货待签收 (shipped), 3 已签收 (received).
+_ORDER_STATUS = {1: OrderStatus.PAID, 2: OrderStatus.SHIPPED, 3: OrderStatus.DELIVERED}
+REFUND_SUCCEEDED = 4  # order-level refund_status 4 退款成功
+
+
+def order_status(order_status: Any, refund_status: Any, confirm_status: Any) -> OrderStatus:
+    """order_status x refund_status x confirm_status onto the canonical status (china.md 1.4)."""
+    # Both lists always carry confirm_status and refund_status; when a payload omits them we read
+    # "concluded" and "no after-sale", so order_status alone decides.
+    confirm = _int(confirm_status, "confirm_status") if confirm_status not in (None, "") else 1
+    if confirm == 2:  # 已取消
+        return OrderStatus.CANCELLED
+    if confirm == 0:
+        # 未成交: not yet a sale (e.g. a group buy still forming, which PDD refunds itself if it fails).
+        return OrderStatus.PENDING
+    state = _int(order_status, "order_status")
+    refund = _int(refund_status, "refund_status") if refund_status not in (None, "") else 1
+    if refund == REFUND_SUCCEEDED and state == 1:
+        # PDD has no "cancelled" for a paid order: a buyer who backs out before shipment gets a
+        # refund-only after-sale. Once it succeeded while the order still awaits shipment, the goods
+        # will never ship, so the order is over and its reservation must be released: cancelled.
+        # refund_status is order-level, so 4 means the order's refund succeeded; a partial refund of
+        # a multi-piece order reading 4 is not documented either way [I] (PDD orders carry one goods).
+        return OrderStatus.CANCELLED
+    try:
+        return _ORDER_STATUS[state]
+    except KeyError:
+        raise _err(f"unknown order_status {order_status!r}") from None
+
+
+def map_order(raw: Mapping[str, Any]) -> OrderSnapshot:
+    """One order from pdd.order.number.list.increment.get or pdd.order.information.get."""
+    order_sn = _id(raw.get("order_sn"))
+    if order_sn is None:
+        raise _err("order without order_sn")
+    updated_at = pdd_time(raw.get("updated_at"))
+    if updated_at is None:
+        raise _err(f"order {order_sn} has no updated_at")
+    status = order_status(raw.get("order_status"), raw.get("refund_status"), raw.get("confirm_status"))
+
+    items = raw.get("item_list") or []
+    if not isinstance(items, list):
+        raise _err(f"order {order_sn}: item_list is not a list")
+    seen: Counter[str] = Counter()
+    lines: list[OrderLineSnapshot] = []
+    for index, item in enumerate(items):
+        sku_id = _id(item.get("sku_id"))
+        goods_id = _id(item.get("goods_id"))
+        # PDD has no line id: the sku id is one, with the index added when a sku repeats.
+        base = sku_id or f"item-{index}"
+        line_id = base if seen[base] == 0 else f"{base}:{index}"
+        seen[base] += 1
+        quantity = _int(item.get("goods_count", 0), "goods_count")
+        unit_price = pdd_money(item.get("goods_price"))
+        listing_ref = {k: v for k, v in (("goods_id", goods_id), ("sku_id", sku_id)) if v is not None}
+        lines.append(OrderLineSnapshot(
+            external_line_id=line_id,
+            external_sku_key=sku_id,
+            merchant_sku=_merchant_sku(item),
+            title=item.get("goods_name") or None,
+            quantity=quantity,
+            unit_price_minor=unit_price,
+            # PDD reports discounts per order only (discount_amount, platform_discount,
+            # seller_discount); lines stay at list price and the order total is what was paid.
+            discount_minor=0,
+            total_minor=unit_price * quantity,
+            listing_ref=listing_ref,
+        ))
+
+    return OrderSnapshot(
+        platform=PLATFORM,
+        external_id=order_sn,
+        status=status,
+        currency=CURRENCY,
+        total_minor=pdd_money(raw.get("pay_amount")),
+        platform_fee_minor=None,  # not in the order APIs; PDD bills fees in its daily bill
+        lines=lines,
+        created_at=pdd_time(raw.get("created_time")),
+        paid_at=pdd_time(raw.get("pay_time")),
+        shipped_at=pdd_time(raw.get("shipping_time")),
+        delivered_at=pdd_time(raw.get("receive_time")),
+        updated_at=updated_at,
+        raw=dict(raw),
+    )
+
+
+# after_sales_status (china.md 1.4). 10 退款成功 is the only "money went back" state.
+_REFUND_SUCCEEDED = frozenset({10})
+# 9 platform refused, 11 buyer withdrew, 12/13 buyer let it lapse. Also the terminal states of
+# after-sales that move no money (16/17 exchange-resend done/failed, 24/25 repair closed/done):
+# leaving them "open" would block their order's settlement forever.
+_REFUND_CLOSED = frozenset({9, 11, 12, 13, 16, 17, 24, 25})
+
+# after_sales_type as the *responses* number it: 1 refund only, 2 return+refund, 3 exchange,
+# 4 resend, 5 repair. (The list request's filter is shifted by one: 1 all, 2 refund only...)
+TYPE_REFUND_ONLY = 1
+TYPE_RETURN_REFUND = 2
+
+
+def refund_status(after_sales_status: Any) -> RefundStatus:
+    code = _int(after_sales_status, "after_sales_status")
+    if code in _REFUND_SUCCEEDED:
+        return RefundStatus.SUCCEEDED
+    if code in _REFUND_CLOSED:
+        return RefundStatus.CLOSED
+    return RefundStatus.OPEN
+
+
+def refund_restock(after_sales_type: Any, status: RefundStatus, shipped: bool | None) -> RestockType:
+    """Whether the refunded goods move stock.
+
+    - refund only, goods never shipped: ``cancel`` (release the reservation);
+    - return + refund that succeeded: ``return`` (the platform only pays out after the return);
+    - refund only after shipping, or shipping unknown: ``no_restock``. Unknown is the safe side:
+      when a whole unshipped order is refunded the order itself maps to cancelled, which releases.
+    """
+    kind = _int(after_sales_type, "after_sales_type") if after_sales_type not in (None, "") else 0
+    if kind == TYPE_RETURN_REFUND and status is RefundStatus.SUCCEEDED:
+        return "return"
+    if kind == TYPE_REFUND_ONLY and shipped is False:
+        return "cancel"
+    return "no_restock"
+
+
+def map_refund(raw: Mapping[str, Any], *, amount_unit: AmountUnit = "yuan", shipped: bool | None = None) -> RefundSnapshot:
+    """One after-sale from pdd.refund.list.increment.get (or pdd.refund.information.get).
+
+    ``amount_unit``: the list documents ``refund_amount`` as yuan strings, while the detail API types
+    the same field as an integer with no unit [I]; the store setting ``refund_amount_unit`` decides.
+    ``shipped``: whether the order had shipped (detail API ``shipping_status``); when the payload
+    itself carries ``shipping_status`` it wins.
+    """
+    refund_id = _id(raw.get("id"))
+    order_sn = _id(raw.get("order_sn"))
+    if refund_id is None or order_sn is None:
+        raise _err("after-sale without id or order_sn")
+    updated_at = pdd_time(raw.get("updated_time"))
+    if updated_at is None:
+        raise _err(f"after-sale {refund_id} has no updated_time")
+    if raw.get("shipping_status") not in (None, ""):
+        shipped = _int(raw["shipping_status"], "shipping_status") == 1
+    status = refund_status(raw.get("after_sales_status"))
+    amount = pdd_money(raw.get("refund_amount"), amount_unit)
+    sku_id = _id(raw.get("sku_id"))
+    number = raw.get("goods_number")
+    line = RefundLineSnapshot(
+        # PDD after-sales name the sku, not a line; the order's line id is its sku id (see map_order).
+        external_line_id=sku_id,
+        external_sku_key=sku_id,
+        merchant_sku=_merchant_sku(raw),
+        quantity=_int(number, "goods_number") if number not in (None, "") else 0,
+        amount_minor=amount,
+        restock=refund_restock(raw.get("after_sales_type"), status, shipped),
+    )
+    return RefundSnapshot(
+        platform=PLATFORM,
+        external_id=refund_id,
+        order_external_id=order_sn,
+        status=status,
+        currency=CURRENCY,
+        amount_minor=amount,
+        lines=[line],
+        created_at=pdd_time(raw.get("created_time") or raw.get("recreated_at")),
+        updated_at=updated_at,
+        raw=dict(raw),
+    )

@@ -1,0 +1,111 @@
+"""SandboxAdapter: the built-in adapter for the sandbox market, in process or over HTTP."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import ClassVar, Mapping
+
+import httpx
+from pydantic import BaseModel
+
+from adapters.base import (
+    AdapterBase,
+    Capability,
+    EmptyCredentials,
+    OrderSnapshot,
+    Page,
+    PushResult,
+    RefundSnapshot,
+    StockLevel,
+    StoreContext,
+    TimeWindow,
+    WebhookDelivery,
+    WebhookIdentity,
+)
+from adapters.errors import AdapterError, PermanentError
+from adapters.sandbox import webhooks
+from adapters.sandbox.client import INPROC_SCHEME, SandboxClient, client_for
+from adapters.sandbox.mapping import order_from_sandbox, refund_from_sandbox
+
+PLATFORM = "sandbox"
+STOCK_BATCH = 100  # listings per set-stock call
+
+
+class SandboxAdapter(AdapterBase):
+    """``settings.base_url`` = ``inproc://<market name>`` (no HTTP) or the URL of ``sandbox.server``;
+    without one, the market named by the store's ``external_shop_id`` in this process."""
+
+    platform: ClassVar[str] = PLATFORM
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({
+        Capability.ORDERS_PULL, Capability.REFUNDS_PULL, Capability.STOCK_PUSH, Capability.STOCK_READ,
+        Capability.WEBHOOKS,
+    })
+    max_window: ClassVar[timedelta] = timedelta(days=7)  # the market has no limit; keeps resync jobs granular
+    Credentials: ClassVar[type[BaseModel]] = EmptyCredentials
+
+    def __init__(self, store: StoreContext, http: httpx.AsyncClient) -> None:
+        super().__init__(store, http)
+        base_url = store.base_url or (f"{INPROC_SCHEME}{store.external_shop_id}" if store.external_shop_id else None)
+        self._client = client_for(base_url, http) if base_url else None
+
+    @property
+    def client(self) -> SandboxClient:
+        if self._client is None:
+            raise PermanentError("sandbox store needs settings.base_url or external_shop_id", platform=PLATFORM)
+        return self._client
+
+    # --- webhooks -------------------------------------------------------------------------------
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes, secrets: list[str]) -> None:
+        webhooks.verify(headers, body, secrets)
+
+    def webhook_identity(self, headers: Mapping[str, str], body: bytes) -> WebhookIdentity:
+        return webhooks.identity(headers)
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookDelivery:
+        return webhooks.parse(headers, body)
+
+    # --- pull -----------------------------------------------------------------------------------
+
+    async def fetch_order(self, external_id: str) -> OrderSnapshot | None:
+        raw = await self.client.get_order(external_id)
+        return order_from_sandbox(raw) if raw is not None else None
+
+    async def fetch_orders(self, window: TimeWindow, cursor: str | None) -> Page[OrderSnapshot]:
+        rows, next_cursor = await self.client.list_orders(window.start, window.end, cursor)
+        return Page(items=[order_from_sandbox(r) for r in rows], next_cursor=next_cursor)
+
+    async def fetch_refund(self, external_id: str, order_external_id: str | None) -> RefundSnapshot | None:
+        raw = await self.client.get_refund(external_id)
+        return refund_from_sandbox(raw) if raw is not None else None
+
+    async def fetch_refunds(self, window: TimeWindow, cursor: str | None) -> Page[RefundSnapshot]:
+        rows, next_cursor = await self.client.list_refunds(window.start, window.end, cursor)
+        return Page(items=[refund_from_sandbox(r) for r in rows], next_cursor=next_cursor)
+
+    # --- stock ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _key(level: StockLevel) -> str:
+        return level.listing_ref.get("sku_key") or level.external_sku_key
+
+    async def push_stock(self, levels: list[StockLevel]) -> list[PushResult]:
+        results: list[PushResult] = []
+        for start in range(0, len(levels), STOCK_BATCH):
+            batch = levels[start:start + STOCK_BATCH]
+            try:
+                errors = await self.client.set_stock([(self._key(level), level.quantity) for level in batch])
+            except AdapterError as exc:
+                results.extend(PushResult(external_sku_key=level.external_sku_key, ok=False, error=str(exc),
+                                          error_kind=exc.kind, retry_after_s=getattr(exc, "retry_after_s", None))
+                               for level in batch)
+                continue
+            results.extend(
+                PushResult(external_sku_key=level.external_sku_key, ok=error is None, error=error,
+                           error_kind=None if error is None else "permanent")
+                for level, error in zip(batch, errors))
+        return results
+
+    async def fetch_stock(self, keys: list[StockLevel]) -> dict[str, int]:
+        found = await self.client.get_stock([self._key(level) for level in keys])
+        return {level.external_sku_key: found[self._key(level)] for level in keys if self._key(level) in found}

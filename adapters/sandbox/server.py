@@ -1,0 +1,127 @@
+"""The sandbox market over HTTP (a Starlette ASGI app) for other processes, and a webhook sender.
+
+Routes: GET /orders, GET /orders/{id}, GET /refunds, GET /refunds/{id} (lists take updated_min,
+updated_max, cursor, limit and answer {"items", "next_cursor"}), POST /stock, GET /stock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from adapters.sandbox.market import DEFAULT_PAGE_SIZE, Delivery, SandboxError, SandboxMarket
+
+MAX_STOCK_BATCH = 500  # items per POST /stock
+
+
+def _problem(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"title": "sandbox error", "status": status, "detail": detail}, status_code=status,
+                        media_type="application/problem+json")
+
+
+def _time(request: Request, name: str) -> datetime:
+    value = request.query_params.get(name)
+    if not value:
+        raise SandboxError(f"{name} is required")
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise SandboxError(f"{name} is not an ISO 8601 time") from exc
+    if moment.tzinfo is None:
+        raise SandboxError(f"{name} needs an offset")
+    return moment
+
+
+def create_app(market: SandboxMarket) -> Starlette:
+    """An ASGI app serving ``market``."""
+
+    def listing(page_of):
+        async def endpoint(request: Request) -> JSONResponse:
+            try:
+                limit = int(request.query_params.get("limit", DEFAULT_PAGE_SIZE))
+                items, next_cursor = page_of(_time(request, "updated_min"), _time(request, "updated_max"),
+                                             request.query_params.get("cursor") or None, limit)
+            except (SandboxError, ValueError) as exc:
+                return _problem(400, str(exc))
+            return JSONResponse({"items": items, "next_cursor": next_cursor})
+        return endpoint
+
+    def single(get):
+        async def endpoint(request: Request) -> JSONResponse:
+            row = get(request.path_params["id"])
+            return JSONResponse(row) if row is not None else _problem(404, "not found")
+        return endpoint
+
+    async def post_stock(request: Request) -> JSONResponse:
+        try:
+            payload = await request.json()
+        except ValueError:
+            return _problem(400, "body is not JSON")
+        if not isinstance(payload, list) or len(payload) > MAX_STOCK_BATCH:
+            return _problem(400, f"body must be a list of at most {MAX_STOCK_BATCH} {{sku_key, quantity}}")
+        items: list[tuple[str, int]] = []
+        for entry in payload:
+            quantity = entry.get("quantity") if isinstance(entry, dict) else None
+            if (not isinstance(entry, dict) or not isinstance(entry.get("sku_key"), str)
+                    or not isinstance(quantity, int) or isinstance(quantity, bool)):
+                return _problem(400, "each item needs a string sku_key and an integer quantity")
+            items.append((entry["sku_key"], quantity))
+        errors = market.set_stock_batch(items)
+        return JSONResponse({"results": [{"sku_key": key, "ok": error is None, "error": error}
+                                         for (key, _), error in zip(items, errors)]})
+
+    async def get_stock(request: Request) -> JSONResponse:
+        wanted = request.query_params.getlist("sku_key")
+        levels = market.stock_levels()
+        if wanted:
+            levels = {key: levels[key] for key in wanted if key in levels}
+        return JSONResponse({"items": [{"sku_key": key, "quantity": qty} for key, qty in levels.items()]})
+
+    return Starlette(routes=[
+        Route("/orders", listing(market.orders_page), methods=["GET"]),
+        Route("/orders/{id}", single(market.get_order), methods=["GET"]),
+        Route("/refunds", listing(market.refunds_page), methods=["GET"]),
+        Route("/refunds/{id}", single(market.get_refund), methods=["GET"]),
+        Route("/stock", post_stock, methods=["POST"]),
+        Route("/stock", get_stock, methods=["GET"]),
+    ])
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    sent: int
+    failed: int
+    statuses: dict[str, int]  # event id -> HTTP status (0 when the request itself failed)
+
+
+async def deliver_pending(market: SandboxMarket, url: str, client: httpx.AsyncClient, *,
+                          concurrency: int = 8) -> DeliveryReport:
+    """POST every queued delivery to ``url``, up to ``concurrency`` at a time, so deliveries about one
+    order may arrive out of order, as on real platforms. Non-2xx answers and network errors are put back
+    in the queue (oldest first) so a later call retries them."""
+    deliveries = market.take_deliveries()
+    gate = asyncio.Semaphore(max(1, concurrency))
+    statuses: dict[str, int] = {}
+
+    async def post(delivery: Delivery) -> bool:
+        async with gate:
+            try:
+                response = await client.post(url, content=delivery.body, headers=delivery.headers)
+            except httpx.HTTPError:
+                statuses[delivery.event_id] = 0
+                return False
+            statuses[delivery.event_id] = response.status_code
+            return response.is_success
+
+    outcomes = await asyncio.gather(*(post(d) for d in deliveries))
+    failed = [d for d, ok in zip(deliveries, outcomes) if not ok]
+    if failed:
+        market.requeue(failed)
+    return DeliveryReport(sent=len(deliveries) - len(failed), failed=len(failed), statuses=statuses)

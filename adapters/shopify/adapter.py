@@ -1,0 +1,222 @@
+"""The Shopify adapter: webhooks in, orders and refunds over Admin REST, stock set per inventory level.
+Stock is keyed by inventory_item_id at one location; a listing without it is resolved through its variant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta, timezone
+from typing import Any, Awaitable, Callable, Mapping
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from adapters.base import (
+    AdapterBase,
+    Capability,
+    OrderSnapshot,
+    Page,
+    PushResult,
+    RefundSnapshot,
+    StockLevel,
+    StoreContext,
+    TimeWindow,
+    WebhookDelivery,
+    WebhookIdentity,
+)
+from adapters.errors import AdapterError, AuthExpiredError, PermanentError, ThrottledError
+from adapters.shopify import webhooks
+from adapters.shopify.client import INVENTORY_IDS_PER_CALL, PAGE_LIMIT, ShopifyClient
+from adapters.shopify.mapping import PLATFORM, map_order, map_refund
+
+DEFAULT_API_VERSION = "2026-07"
+
+
+class ShopifyCredentials(BaseModel):
+    """An Admin API access token (custom app or OAuth) and the API version to speak."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    access_token: SecretStr = Field(min_length=1)
+    api_version: str = Field(default=DEFAULT_API_VERSION, pattern=r"^(\d{4}-(01|04|07|10)|unstable)$")
+
+
+def _iso(moment) -> str:
+    # Whole seconds, as Shopify writes its times; flooring both ends still overlaps (the max is inclusive).
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
+
+
+class ShopifyAdapter(AdapterBase):
+    platform = PLATFORM
+    capabilities = frozenset({
+        Capability.ORDERS_PULL, Capability.REFUNDS_PULL, Capability.STOCK_PUSH, Capability.STOCK_READ,
+        Capability.WEBHOOKS,
+    })
+    # orders.json accepts any updated_at range and pages by cursor, so the window only bounds one resync step.
+    max_window = timedelta(days=30)
+    Credentials = ShopifyCredentials
+
+    def __init__(self, store: StoreContext, http: httpx.AsyncClient) -> None:
+        super().__init__(store, http)
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # tests swap it for a recorder
+        self._client: ShopifyClient | None = None
+        self._inventory_items: dict[str, str] = {}  # variant_id -> inventory_item_id
+
+    # -- configuration ---------------------------------------------------------------------------
+
+    @property
+    def creds(self) -> ShopifyCredentials:
+        creds = self.store.credentials
+        if isinstance(creds, ShopifyCredentials):
+            return creds
+        return ShopifyCredentials.model_validate(creds.model_dump() if isinstance(creds, BaseModel) else creds)
+
+    def _base_url(self) -> str:
+        if self.store.base_url:
+            return self.store.base_url
+        shop = (self.store.external_shop_id or "").strip()
+        if not shop:
+            raise PermanentError(
+                "Shopify store has neither settings.base_url nor external_shop_id: set external_shop_id to the "
+                "shop's myshopify.com domain", platform=PLATFORM,
+            )
+        if "." not in shop:
+            shop += ".myshopify.com"  # a bare handle ("qinba-tea") names the same shop
+        return f"https://{shop}"
+
+    @property
+    def client(self) -> ShopifyClient:
+        if self._client is None:
+            creds = self.creds
+            self._client = ShopifyClient(
+                self.http, base_url=self._base_url(), api_version=creds.api_version,
+                access_token=creds.access_token.get_secret_value(), sleep=self.sleep,
+            )
+        return self._client
+
+    # -- webhooks -----------------------------------------------------------------------------------
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes, secrets: list[str]) -> None:
+        webhooks.verify(headers, body, secrets)
+
+    def webhook_identity(self, headers: Mapping[str, str], body: bytes) -> WebhookIdentity:
+        return webhooks.identity(headers, body)
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookDelivery:
+        return webhooks.parse(headers, body)
+
+    # -- orders and refunds -------------------------------------------------------------------------
+
+    def _window_params(self, window: TimeWindow, cursor: str | None, fields: str | None = None) -> dict[str, Any]:
+        if cursor:
+            # With page_info Shopify rejects every filter except limit and fields: the cursor carries them.
+            params: dict[str, Any] = {"page_info": cursor, "limit": PAGE_LIMIT}
+        else:
+            # updated_at_max is inclusive, so an order updated exactly at window.end shows up in two windows;
+            # snapshots are idempotent, missing it would not be.
+            params = {
+                "status": "any",  # the default "open" hides closed and cancelled orders
+                "updated_at_min": _iso(window.start),
+                "updated_at_max": _iso(window.end),
+                "limit": PAGE_LIMIT,
+            }
+        if fields:
+            params["fields"] = fields
+        return params
+
+    async def fetch_order(self, external_id: str) -> OrderSnapshot | None:
+        order = await self.client.get_order(external_id)
+        return None if order is None else map_order(order)
+
+    async def fetch_orders(self, window: TimeWindow, cursor: str | None) -> Page[OrderSnapshot]:
+        orders, next_page = await self.client.list_orders(self._window_params(window, cursor))
+        return Page(items=[map_order(o) for o in orders], next_cursor=next_page)
+
+    async def fetch_refund(self, external_id: str, order_external_id: str | None) -> RefundSnapshot | None:
+        if not order_external_id:
+            raise PermanentError("Shopify refunds can only be fetched through their order id", platform=PLATFORM)
+        refund = await self.client.get_refund(order_external_id, external_id)
+        return None if refund is None else map_refund(refund)
+
+    async def fetch_refunds(self, window: TimeWindow, cursor: str | None) -> Page[RefundSnapshot]:
+        # Shopify has no shop-wide refund list: refunds live under their order (orders/{id}/refunds.json), and
+        # every order in orders.json embeds its refunds[]. Creating a refund updates its order's updated_at,
+        # so paging the orders updated in the window finds every refund made in it, with no call per order.
+        # Older refunds of those orders come along too; snapshots are idempotent, so that is harmless.
+        params = self._window_params(window, cursor, fields="id,currency,updated_at,refunds")
+        orders, next_page = await self.client.list_orders(params)
+        refunds = [map_refund(r, o.get("currency")) for o in orders for r in o.get("refunds") or []]
+        return Page(items=refunds, next_cursor=next_page)
+
+    # -- stock --------------------------------------------------------------------------------------
+
+    async def _inventory_item(self, level: StockLevel) -> str:
+        ref = level.listing_ref
+        if ref.get("inventory_item_id"):
+            return str(ref["inventory_item_id"])
+        variant_id = str(ref.get("variant_id") or level.external_sku_key)
+        if variant_id not in self._inventory_items:
+            variant = await self.client.get_variant(variant_id)
+            if variant is None or not variant.get("inventory_item_id"):
+                raise PermanentError(f"variant {variant_id} not found or has no inventory item", platform=PLATFORM)
+            self._inventory_items[variant_id] = str(variant["inventory_item_id"])
+        return self._inventory_items[variant_id]
+
+    def _location(self, level: StockLevel) -> str:
+        location = level.listing_ref.get("location_id") or self.store.settings.get("location_id")
+        if not location:
+            raise PermanentError(
+                f"no Shopify location for {level.external_sku_key}: set the store's settings.location_id "
+                "(or listing_ref.location_id)", platform=PLATFORM,
+            )
+        return str(location)
+
+    async def push_stock(self, levels: list[StockLevel]) -> list[PushResult]:
+        results: list[PushResult] = []
+        halted: AdapterError | None = None
+        for level in levels:
+            if halted is not None:
+                # A revoked token or a long throttle fails every later call the same way: report it, don't send.
+                results.append(_failed(level, halted))
+                continue
+            try:
+                item = await self._inventory_item(level)
+                # A negative "sellable quantity" means nothing to a buyer; Shopify would show it as oversold.
+                await self.client.set_inventory_level(self._location(level), item, max(0, level.quantity))
+            except (AuthExpiredError, ThrottledError) as exc:
+                halted = exc
+                results.append(_failed(level, exc))
+            except AdapterError as exc:
+                results.append(_failed(level, exc))  # one bad listing does not fail the others
+            else:
+                results.append(PushResult(external_sku_key=level.external_sku_key, ok=True))
+        return results
+
+    async def fetch_stock(self, keys: list[StockLevel]) -> dict[str, int]:
+        wanted: dict[tuple[str, str], list[str]] = {}  # (location, item) -> sku keys
+        for level in keys:
+            try:
+                item = await self._inventory_item(level)
+            except PermanentError:
+                continue  # a listing that no longer exists has no stock to report
+            wanted.setdefault((self._location(level), item), []).append(level.external_sku_key)
+        by_location: dict[str, list[str]] = {}
+        for location, item in wanted:
+            by_location.setdefault(location, []).append(item)
+        found: dict[str, int] = {}
+        for location, items in by_location.items():
+            for start in range(0, len(items), INVENTORY_IDS_PER_CALL):
+                chunk = items[start:start + INVENTORY_IDS_PER_CALL]
+                for lvl in await self.client.list_inventory_levels(chunk, [location]):
+                    key = (str(lvl.get("location_id")), str(lvl.get("inventory_item_id")))
+                    if key in wanted and lvl.get("available") is not None:  # None: not tracked there
+                        for sku_key in wanted[key]:
+                            found[sku_key] = int(lvl["available"])
+        return found
+
+
+def _failed(level: StockLevel, exc: AdapterError) -> PushResult:
+    return PushResult(
+        external_sku_key=level.external_sku_key, ok=False, error=str(exc), error_kind=exc.kind,
+        retry_after_s=getattr(exc, "retry_after_s", None),
+    )

@@ -1,0 +1,142 @@
+"""Shopify Admin REST calls, one method per endpoint, paced by the leaky-bucket call-limit header.
+Short 429s/5xx are retried in-call (tier one); longer waits surface as ThrottledError for the job table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any, Awaitable, Callable
+
+import httpx
+
+from adapters.errors import PayloadError, PermanentError
+from adapters.http import error_for_response, send, with_retries
+
+log = logging.getLogger("coopsync.adapters.shopify")
+
+PLATFORM = "shopify"
+PAGE_LIMIT = 250  # orders per page; Shopify's maximum
+INVENTORY_IDS_PER_CALL = 50  # inventory_item_ids accepted by one inventory_levels.json call
+BUCKET_HEADROOM = 5  # calls; below this many free slots we wait for the bucket to drain
+LEAK_RATE_PER_S = 2.0  # calls per second on standard plans (Advanced 4, Plus 20): the safe assumption
+
+
+def _page_info(response: httpx.Response) -> str | None:
+    """The ``page_info`` of the ``Link: <…>; rel="next"`` header, None on the last page."""
+    nxt = response.links.get("next")
+    if not nxt or not nxt.get("url"):
+        return None
+    return httpx.URL(nxt["url"]).params.get("page_info")
+
+
+class ShopifyClient:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        base_url: str,
+        api_version: str,
+        access_token: str,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.http = http
+        self.api_root = f"{base_url.rstrip('/')}/admin/api/{api_version}/"
+        self._token = access_token
+        self._sleep = sleep
+        self._bucket: tuple[int, int] | None = None  # (used, size) from the last answer
+
+    def _note_call_limit(self, response: httpx.Response) -> None:
+        value = response.headers.get("X-Shopify-Shop-Api-Call-Limit")
+        if not value:
+            return
+        try:
+            used, size = (int(part) for part in value.split("/", 1))
+        except ValueError:
+            return
+        self._bucket = (used, size)
+
+    async def _pace(self) -> None:
+        """Wait before a call when the bucket is nearly full, instead of running into 429s."""
+        if self._bucket is None:
+            return
+        used, size = self._bucket
+        free = size - used
+        if free < BUCKET_HEADROOM:
+            wait_s = (BUCKET_HEADROOM - free) / LEAK_RATE_PER_S
+            log.info("shopify call bucket %s/%s: pausing %.1fs", used, size, wait_s)
+            await self._sleep(wait_s)
+            self._bucket = None  # drained by now; the next answer tells us the new level
+
+    async def _call(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None,
+        none_on_404: bool = False,
+    ) -> tuple[Any, httpx.Response]:
+        """Send with pacing and in-call retries; ``(None, response)`` for an allowed 404."""
+
+        async def once() -> tuple[Any, httpx.Response]:
+            await self._pace()
+            request = self.http.build_request(
+                method, self.api_root + path, params=params, json=body,
+                headers={"X-Shopify-Access-Token": self._token, "Accept": "application/json"},
+            )
+            response = await send(self.http, request, PLATFORM)
+            self._note_call_limit(response)
+            if none_on_404 and response.status_code == 404:
+                return None, response
+            error = error_for_response(response, PLATFORM)
+            if error is not None:
+                raise error
+            try:
+                data = response.json()
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise PayloadError(f"non-JSON answer from {request.url.path}", platform=PLATFORM) from exc
+            if isinstance(data, dict) and data.get("errors"):
+                # Shopify reports validation failures as {"errors": ...}; a 2xx carrying one is still a failure.
+                raise PermanentError(f"{request.url.path}: {data['errors']}", platform=PLATFORM)
+            return data, response
+
+        return await with_retries(once, sleep=self._sleep)
+
+    async def list_orders(self, params: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+        """GET orders.json, one page; returns the orders and the next page_info. ref: https://shopify.dev/docs/api/admin-rest/latest/resources/order#get-orders"""
+        data, response = await self._call("GET", "orders.json", params=params)
+        return list(data.get("orders") or []), _page_info(response)
+
+    async def get_order(self, order_id: str) -> dict[str, Any] | None:
+        """GET orders/{id}.json; None when the order does not exist. ref: https://shopify.dev/docs/api/admin-rest/latest/resources/order#get-orders-order-id"""
+        data, _ = await self._call("GET", f"orders/{order_id}.json", none_on_404=True)
+        return None if data is None else data.get("order")
+
+    async def get_refund(self, order_id: str, refund_id: str) -> dict[str, Any] | None:
+        """GET orders/{order_id}/refunds/{id}.json; None when absent. ref: https://shopify.dev/docs/api/admin-rest/latest/resources/refund#get-orders-order-id-refunds-refund-id"""
+        data, _ = await self._call("GET", f"orders/{order_id}/refunds/{refund_id}.json", none_on_404=True)
+        return None if data is None else data.get("refund")
+
+    async def get_variant(self, variant_id: str) -> dict[str, Any] | None:
+        """GET variants/{id}.json, for its inventory_item_id. ref: https://shopify.dev/docs/api/admin-rest/latest/resources/product-variant#get-variants-variant-id"""
+        data, _ = await self._call("GET", f"variants/{variant_id}.json", none_on_404=True)
+        return None if data is None else data.get("variant")
+
+    async def set_inventory_level(self, location_id: str, inventory_item_id: str, available: int) -> dict[str, Any]:
+        """POST inventory_levels/set.json (absolute quantity). ref: https://shopify.dev/docs/api/admin-rest/latest/resources/inventorylevel#post-inventory-levels-set"""
+        body = {"location_id": int(location_id), "inventory_item_id": int(inventory_item_id), "available": available}
+        data, _ = await self._call("POST", "inventory_levels/set.json", body=body)
+        return data.get("inventory_level") or {}
+
+    async def list_inventory_levels(
+        self, inventory_item_ids: list[str], location_ids: list[str]
+    ) -> list[dict[str, Any]]:
+        """GET inventory_levels.json for up to 50 items. ref: https://shopify.dev/docs/api/admin-rest/latest/resources/inventorylevel#get-inventory-levels"""
+        params: dict[str, Any] = {"inventory_item_ids": ",".join(inventory_item_ids), "limit": PAGE_LIMIT}
+        if location_ids:
+            params["location_ids"] = ",".join(location_ids)
+        levels: list[dict[str, Any]] = []
+        while True:
+            data, response = await self._call("GET", "inventory_levels.json", params=params)
+            levels.extend(data.get("inventory_levels") or [])
+            page_info = _page_info(response)
+            if page_info is None:
+                return levels
+            params = {"page_info": page_info, "limit": PAGE_LIMIT}

@@ -1,0 +1,144 @@
+"""WooCommerce REST v3 calls (``/wp-json/wc/v3``), one method per endpoint, HTTP Basic auth over HTTPS.
+Woo documents no rate limit, but hosts throttle: 429/503 are retried in-call like anywhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Any, Awaitable, Callable
+
+import httpx
+
+from adapters.errors import PayloadError, PermanentError
+from adapters.http import error_for_response, send, with_retries
+
+PLATFORM = "woocommerce"
+PER_PAGE = 100  # Woo's maximum page size
+BATCH_LIMIT = 100  # objects per products/batch call (Woo's default cap)
+
+
+def _woo_code(response: httpx.Response) -> str | None:
+    try:
+        data = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return data.get("code") if isinstance(data, dict) else None
+
+
+class WooClient:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        base_url: str,
+        consumer_key: str,
+        consumer_secret: str,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.http = http
+        self.api_root = f"{base_url.rstrip('/')}/wp-json/wc/v3/"
+        token = base64.b64encode(f"{consumer_key}:{consumer_secret}".encode()).decode("ascii")
+        self._auth = f"Basic {token}"
+        self._sleep = sleep
+
+    async def _call(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None,
+        none_on_404: bool = False,
+    ) -> tuple[Any, httpx.Response]:
+        """Send with in-call retries; ``(None, response)`` when a 404 says the resource id is unknown."""
+
+        async def once() -> tuple[Any, httpx.Response]:
+            request = self.http.build_request(
+                method, self.api_root + path, params=params, json=body,
+                headers={"Authorization": self._auth, "Accept": "application/json"},
+            )
+            response = await send(self.http, request, PLATFORM)
+            if response.status_code == 404:
+                code = _woo_code(response) or ""
+                # Only "woocommerce_rest_*_invalid_id" means "no such order/refund". rest_no_route means the
+                # base URL is wrong or WooCommerce is off, and must not read as a deleted order.
+                if none_on_404 and code.endswith("invalid_id"):
+                    return None, response
+                if code == "rest_no_route" or not code:
+                    raise PermanentError(
+                        f"no WooCommerce REST route at {request.url}: check settings.base_url (the WordPress "
+                        "site root) and that WooCommerce is active with pretty permalinks", platform=PLATFORM,
+                        code="rest_no_route")
+            error = error_for_response(response, PLATFORM)
+            if error is not None:
+                if response.status_code == 403:
+                    error.message += " (the REST key needs read/write permission)"
+                raise error
+            try:
+                return response.json(), response
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                # A 200 HTML page: a security plug-in, a maintenance page or the wrong base URL.
+                raise PayloadError(f"non-JSON answer from {request.url.path}", platform=PLATFORM) from exc
+
+        return await with_retries(once, sleep=self._sleep)
+
+    async def list_orders(self, params: dict[str, Any]) -> tuple[list[dict[str, Any]], int | None]:
+        """GET orders, one page; returns the orders and X-WP-TotalPages. ref: https://woocommerce.github.io/woocommerce-rest-api-docs/#list-all-orders"""
+        data, response = await self._call("GET", "orders", params=params)
+        if not isinstance(data, list):
+            raise PayloadError("orders answer is not a list", platform=PLATFORM)
+        pages = response.headers.get("X-WP-TotalPages")
+        return data, int(pages) if pages and pages.isdigit() else None
+
+    async def get_order(self, order_id: str, fields: str | None = None) -> dict[str, Any] | None:
+        """GET orders/{id}; None when the id is unknown. ref: https://woocommerce.github.io/woocommerce-rest-api-docs/#retrieve-an-order"""
+        params = {"_fields": fields} if fields else None
+        data, _ = await self._call("GET", f"orders/{order_id}", params=params, none_on_404=True)
+        return data
+
+    async def list_refunds(self, order_id: str) -> list[dict[str, Any]]:
+        """GET orders/{id}/refunds (all of them, with lines). ref: https://woocommerce.github.io/woocommerce-rest-api-docs/#list-all-refunds"""
+        refunds: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            data, response = await self._call(
+                "GET", f"orders/{order_id}/refunds", params={"per_page": PER_PAGE, "page": page})
+            refunds.extend(data or [])
+            pages = response.headers.get("X-WP-TotalPages")
+            if not pages or not pages.isdigit() or page >= int(pages):
+                return refunds
+            page += 1
+
+    async def get_refund(self, order_id: str, refund_id: str) -> dict[str, Any] | None:
+        """GET orders/{id}/refunds/{refund_id}; None when unknown. ref: https://woocommerce.github.io/woocommerce-rest-api-docs/#retrieve-a-refund"""
+        data, _ = await self._call("GET", f"orders/{order_id}/refunds/{refund_id}", none_on_404=True)
+        return data
+
+    async def update_product(self, product_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """PUT products/{id}. ref: https://woocommerce.github.io/woocommerce-rest-api-docs/#update-a-product"""
+        data, _ = await self._call("PUT", f"products/{product_id}", body=changes)
+        return data
+
+    async def update_variation(self, product_id: str, variation_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """PUT products/{pid}/variations/{vid}. ref: https://woocommerce.github.io/woocommerce-rest-api-docs/#update-a-product-variation"""
+        data, _ = await self._call("PUT", f"products/{product_id}/variations/{variation_id}", body=changes)
+        return data
+
+    async def batch_products(self, updates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """POST products/batch {"update": [...]}, at most 100. ref: https://woocommerce.github.io/woocommerce-rest-api-docs/#batch-update-products"""
+        data, _ = await self._call("POST", "products/batch", body={"update": updates})
+        return list((data or {}).get("update") or [])
+
+    async def batch_variations(self, product_id: str, updates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """POST products/{pid}/variations/batch, at most 100. ref: https://woocommerce.github.io/woocommerce-rest-api-docs/#batch-update-product-variations"""
+        data, _ = await self._call("POST", f"products/{product_id}/variations/batch", body={"update": updates})
+        return list((data or {}).get("update") or [])
+
+    async def list_products(self, product_ids: list[str]) -> list[dict[str, Any]]:
+        """GET products?include=..., up to 100 ids. ref: https://woocommerce.github.io/woocommerce-rest-api-docs/#list-all-products"""
+        params = {"include": ",".join(product_ids), "per_page": PER_PAGE, "_fields": "id,manage_stock,stock_quantity"}
+        data, _ = await self._call("GET", "products", params=params)
+        return list(data or [])
+
+    async def list_variations(self, product_id: str, variation_ids: list[str]) -> list[dict[str, Any]]:
+        """GET products/{pid}/variations?include=..., up to 100 ids. ref: https://woocommerce.github.io/woocommerce-rest-api-docs/#list-all-product-variations"""
+        params = {"include": ",".join(variation_ids), "per_page": PER_PAGE, "_fields": "id,manage_stock,stock_quantity"}
+        data, _ = await self._call("GET", f"products/{product_id}/variations", params=params)
+        return list(data or [])
