@@ -1,0 +1,1 @@
+"""coopsync: the store integration service of a producer cooperative."""

@@ -1,0 +1,58 @@
+"""Typed settings from ``COOPSYNC_*`` environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COOPSYNC_", env_file=None, extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///./var/coopsync.db"
+    admin_token: SecretStr | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_format: Literal["json", "console"] = "console"
+    log_level: str = "INFO"
+    workers: bool = True  # run the job workers inside the API process
+    worker_concurrency: int = 2  # job handlers running at once per process (PostgreSQL; SQLite uses 1)
+    worker_poll_s: float = 0.2  # seconds between polls of an empty job table
+    job_lease_s: float = 60.0  # seconds a claimed job is ours before another worker may take it
+    max_body_bytes: int = 1024 * 1024  # 1 MiB, for webhooks and API requests alike
+    db_pool_size: int = 8
+
+    dividend_url: str | None = None
+    dividend_secret: SecretStr | None = None  # Standard Webhooks form: whsec_<base64>
+    dividend_timeout_s: float = 15.0  # seconds per POST
+    dividend_max_attempts: int = 12  # then the delivery is dead
+    dividend_backoff_base_s: float = 5.0  # seconds; doubles per attempt, full jitter
+    dividend_backoff_cap_s: float = 3600.0  # seconds
+
+    settlement_interval_s: float = 86400.0  # the scheduled settlement run, seconds
+    scheduler_tick_s: float = 5.0  # seconds between scheduler passes (polls, settlement)
+    poll_overlap_s: float = 300.0  # seconds a poll window reaches back before the last high water
+    poll_lag_s: float = 60.0  # seconds a poll window stops short of now
+    stock_push_debounce_s: float = 0.0  # seconds to wait so several changes go out as one push
+    inbox_group_commit_ms: float = 2.0  # how long intake waits to gather rows into one commit
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        if value.startswith("postgresql://") or value.startswith("postgres://"):
+            return "postgresql+asyncpg://" + value.split("://", 1)[1]
+        if value.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + value.split(":///", 1)[1]
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Domain logic in plain functions: ledger, reconcile, allocation, settlement."""

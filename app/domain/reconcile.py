@@ -1,0 +1,379 @@
+"""Snapshot → state: upsert orders and refunds, and derive their stock effects from the difference.
+
+Every effect is computed from a *target* (what the ledger should hold for a line given the order's
+status and its refunds) minus what the line already holds, under a lock on the order row. So a
+webhook, a poll and a resync converge on the same state in any order, any number of times; the
+cause key of each movement is the backstop against a double application.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from adapters.base import OrderSnapshot, OrderStatus, RefundSnapshot, RefundStatus
+from adapters.errors import DependencyNotReady
+from app.domain import ledger
+from app.metrics import OVERSOLD_LINES
+from app.models import Listing, Order, OrderLine, Refund, RefundLine, Sku, Store
+from app.models.base import utcnow
+
+log = logging.getLogger("coopsync.reconcile")
+
+Change = Literal["created", "updated", "unchanged"]
+
+_RANK = {OrderStatus.PENDING: 0, OrderStatus.PAID: 1, OrderStatus.SHIPPED: 2, OrderStatus.DELIVERED: 3,
+         OrderStatus.CANCELLED: 4}
+
+
+@dataclass
+class Result:
+    change: Change
+    order_id: int | None = None
+    refund_id: int | None = None
+
+
+def listing_key(external_sku_key: str | None, merchant_sku: str | None) -> str | None:
+    """The key a listing is stored under: the platform's id, else the merchant's code."""
+    if external_sku_key:
+        return external_sku_key
+    if merchant_sku:
+        return f"merchant:{merchant_sku}"
+    return None
+
+
+async def resolve_listing(session: AsyncSession, store_id: int, key: str | None, merchant_sku: str | None,
+                          listing_ref: dict) -> Listing | None:
+    """Find or create the listing of a line; a merchant code equal to a cooperative sku binds itself."""
+    if key is None:
+        return None
+    listing = (await session.execute(
+        select(Listing).where(Listing.store_id == store_id, Listing.external_sku_key == key)
+    )).scalar_one_or_none()
+    if listing is None:
+        sku_id = None
+        if merchant_sku:
+            sku_id = (await session.execute(select(Sku.id).where(Sku.sku == merchant_sku))).scalar_one_or_none()
+        listing = Listing(store_id=store_id, external_sku_key=key, merchant_sku=merchant_sku, sku_id=sku_id,
+                          listing_ref=dict(listing_ref or {}), bound_by="auto" if sku_id else None)
+        session.add(listing)
+        await session.flush()
+        return listing
+    if listing.sku_id is None and merchant_sku:
+        sku_id = (await session.execute(select(Sku.id).where(Sku.sku == merchant_sku))).scalar_one_or_none()
+        if sku_id is not None:
+            listing.sku_id, listing.bound_by = sku_id, "auto"
+    # Later snapshots may carry ids the first one lacked (e.g. an inventory item id); keep operator edits.
+    merged = {**(listing_ref or {}), **(listing.listing_ref or {})}
+    if merged != listing.listing_ref:
+        listing.listing_ref = merged
+    if merchant_sku and listing.merchant_sku != merchant_sku:
+        listing.merchant_sku = merchant_sku
+    return listing
+
+
+async def upsert_order(session: AsyncSession, store: Store, snap: OrderSnapshot, *, via: str = "webhook") -> Result:
+    order = (await session.execute(
+        select(Order).where(Order.store_id == store.id, Order.external_id == snap.external_id).with_for_update()
+    )).scalar_one_or_none()
+    created = order is None
+    if order is not None:
+        newer = snap.updated_at > order.platform_updated_at
+        same_time_moves_on = (snap.updated_at == order.platform_updated_at
+                              and _RANK[OrderStatus(snap.status)] > _RANK[OrderStatus(order.status)])
+        if not newer and not same_time_moves_on:
+            # Stale or repeated snapshot: nothing changes (out-of-order delivery, duplicate, resync).
+            refunds_changed = await _apply_embedded_refunds(session, store, order, snap, via)
+            return Result("updated" if refunds_changed else "unchanged", order_id=order.id)
+    if order is None:
+        order = Order(store_id=store.id, platform=store.platform, external_id=snap.external_id, status=snap.status,
+                      currency=snap.currency, total_minor=snap.total_minor, platform_updated_at=snap.updated_at,
+                      seen_via=via)
+        session.add(order)
+        await session.flush()
+    order.status = str(snap.status)
+    order.currency = snap.currency
+    order.total_minor = snap.total_minor
+    order.platform_fee_minor = snap.platform_fee_minor
+    order.placed_at = snap.created_at
+    order.paid_at = snap.paid_at or order.paid_at
+    order.shipped_at = snap.shipped_at or order.shipped_at
+    order.delivered_at = snap.delivered_at or order.delivered_at
+    order.cancelled_at = snap.cancelled_at or order.cancelled_at
+    if snap.status == OrderStatus.DELIVERED and order.delivered_at is None:
+        order.delivered_at = snap.updated_at  # the platform's completion time is the best we know
+    if snap.status in (OrderStatus.SHIPPED, OrderStatus.DELIVERED) and order.shipped_at is None:
+        order.shipped_at = snap.updated_at
+    order.platform_updated_at = snap.updated_at
+    order.raw = snap.raw
+    order.updated_at = utcnow()
+
+    existing = {l.external_line_id: l for l in (await session.execute(
+        select(OrderLine).where(OrderLine.order_id == order.id))).scalars().all()}
+    for index, line_snap in enumerate(snap.lines):
+        key = listing_key(line_snap.external_sku_key, line_snap.merchant_sku)
+        listing = await resolve_listing(session, store.id, key, line_snap.merchant_sku, line_snap.listing_ref)
+        line = existing.get(line_snap.external_line_id)
+        if line is None:
+            line = OrderLine(order_id=order.id, line_no=index + 1, external_line_id=line_snap.external_line_id,
+                             quantity=line_snap.quantity, unit_price_minor=line_snap.unit_price_minor,
+                             total_minor=line_snap.total_minor)
+            session.add(line)
+            existing[line.external_line_id] = line
+        line.external_sku_key = key
+        line.merchant_sku = line_snap.merchant_sku
+        line.title = (line_snap.title or "")[:500] or None
+        line.quantity = line_snap.quantity
+        line.unit_price_minor = line_snap.unit_price_minor
+        line.discount_minor = line_snap.discount_minor
+        line.total_minor = line_snap.total_minor
+        line.shipped_quantity = line_snap.shipped_quantity
+        line.listing_ref = dict(line_snap.listing_ref or {})
+        if line.sku_id is None and listing is not None and listing.sku_id is not None:
+            line.sku_id = listing.sku_id
+    await session.flush()
+    await apply_stock_effects(session, order)
+    await _apply_embedded_refunds(session, store, order, snap, via)
+    await _link_waiting_refunds(session, store, order)
+    return Result("created" if created else "updated", order_id=order.id)
+
+
+async def _apply_embedded_refunds(session: AsyncSession, store: Store, order: Order, snap: OrderSnapshot,
+                                  via: str) -> bool:
+    changed = False
+    for refund_snap in snap.refunds:
+        result = await upsert_refund(session, store, refund_snap, via=via, order=order)
+        changed = changed or result.change != "unchanged"
+    return changed
+
+
+async def _link_waiting_refunds(session: AsyncSession, store: Store, order: Order) -> None:
+    waiting = (await session.execute(select(Refund).where(
+        Refund.store_id == store.id, Refund.order_external_id == order.external_id, Refund.order_id.is_(None)
+    ))).scalars().all()
+    for refund in waiting:
+        refund.order_id = order.id
+        await _apply_refund_effects(session, order, refund)
+
+
+def _target(order: Order, line: OrderLine) -> tuple[int, int]:
+    """(units that should have left on-hand, units that should be reserved) for this line now."""
+    effective = max(0, line.quantity - line.released_qty)  # refunded before shipping: never reserved again
+    status = OrderStatus(order.status)
+    if status == OrderStatus.PENDING:
+        return line.shipped_qty, 0
+    if status == OrderStatus.PAID:
+        shipped = max(line.shipped_qty, min(effective, line.shipped_quantity or 0))
+        return shipped, max(0, effective - shipped)
+    if status in (OrderStatus.SHIPPED, OrderStatus.DELIVERED):
+        return max(line.shipped_qty, effective), 0
+    return line.shipped_qty, 0  # cancelled: release, keep what already left
+
+
+async def apply_stock_effects(session: AsyncSession, order: Order) -> None:
+    lines = (await session.execute(
+        select(OrderLine).where(OrderLine.order_id == order.id).order_by(OrderLine.line_no)
+    )).scalars().all()
+    oversold = False
+    for line in lines:
+        if line.sku_id is None:
+            continue
+        want_shipped, want_reserved = _target(order, line)
+        if want_shipped > line.shipped_qty:
+            await _ship(session, order, line, want_shipped - line.shipped_qty)
+        if want_reserved < line.reserved_qty:
+            await _release(session, order, line, line.reserved_qty - want_reserved, reason="order")
+        elif want_reserved > line.reserved_qty:
+            await _reserve(session, order, line, want_reserved - line.reserved_qty)
+        line.oversold_qty = max(0, want_reserved - line.reserved_qty)
+        oversold = oversold or line.oversold_qty > 0
+    order.oversold = oversold
+    order.has_unbound = any(l.sku_id is None for l in lines)
+
+
+async def _reserve(session: AsyncSession, order: Order, line: OrderLine, quantity: int) -> None:
+    sku = await ledger.lock_sku(session, line.sku_id)
+    available = sku.on_hand - sku.reserved
+    take = max(0, min(quantity, available))
+    if take < quantity:
+        # Paid beyond stock: reserve what exists, flag the rest; never let stock go negative.
+        OVERSOLD_LINES.inc()
+        log.error("oversold", extra={"order_id": order.id, "line_id": line.id, "sku": sku.sku,
+                                     "wanted": quantity, "available": available})
+        from app.sync.push import queue_stock_push
+
+        await queue_stock_push(session, sku.id)
+    if take == 0:
+        return
+    total = line.reserved_qty + take
+    first = line.reserved_qty == 0 and line.shipped_qty == 0 and line.released_qty == 0
+    # Later reservations (stock arrived for an oversold line) are keyed by the state they lead to.
+    cause = f"order:{order.id}:line:{line.id}:reserve" + ("" if first else f":{total}:{line.shipped_qty}:{line.released_qty}")
+    moved = await ledger.apply_movement(session, sku_id=line.sku_id, kind="reserve", cause_key=cause,
+                                        reserved_delta=take, order_line_id=line.id)
+    if moved is not None:
+        line.reserved_qty = total
+
+
+async def _release(session: AsyncSession, order: Order, line: OrderLine, quantity: int, *, reason: str,
+                   cause: str | None = None) -> int:
+    quantity = min(quantity, line.reserved_qty)
+    if quantity <= 0:
+        return 0
+    cause = cause or f"order:{order.id}:line:{line.id}:release:{line.reserved_qty - quantity}:{line.shipped_qty}"
+    moved = await ledger.apply_movement(session, sku_id=line.sku_id, kind="release", cause_key=cause,
+                                        reserved_delta=-quantity, order_line_id=line.id, reason=reason)
+    if moved is None:
+        return 0
+    line.reserved_qty -= quantity
+    return quantity
+
+
+async def _ship(session: AsyncSession, order: Order, line: OrderLine, quantity: int) -> None:
+    sku = await ledger.lock_sku(session, line.sku_id)
+    from_reserved = min(quantity, line.reserved_qty)
+    # Goods that physically left cannot exceed what the ledger holds; take what is there and flag it.
+    from_hand = min(quantity, sku.on_hand)
+    if from_hand < quantity:
+        log.error("shipped more than on hand", extra={"order_id": order.id, "line_id": line.id, "sku": sku.sku,
+                                                      "shipped": quantity, "on_hand": sku.on_hand})
+    total = line.shipped_qty + quantity
+    moved = await ledger.apply_movement(
+        session, sku_id=line.sku_id, kind="ship", cause_key=f"order:{order.id}:line:{line.id}:ship:{total}",
+        on_hand_delta=-from_hand, reserved_delta=-from_reserved, order_line_id=line.id,
+    )
+    if moved is None:
+        return
+    line.shipped_qty = total
+    line.reserved_qty -= from_reserved
+    if from_hand:
+        await ledger.consume_lots(session, sku_id=line.sku_id, quantity=from_hand, movement_id=moved.id,
+                                  order_line_id=line.id)
+
+
+async def upsert_refund(session: AsyncSession, store: Store, snap: RefundSnapshot, *, via: str = "webhook",
+                        order: Order | None = None, wait_for_order: bool = True) -> Result:
+    """Store a refund and apply its effects. A refund whose order is not here yet raises
+    ``DependencyNotReady`` (``wait_for_order``) so that its delivery is retried later."""
+    if order is None:
+        order = (await session.execute(
+            select(Order).where(Order.store_id == store.id, Order.external_id == snap.order_external_id)
+            .with_for_update()
+        )).scalar_one_or_none()
+        if order is None and wait_for_order:
+            raise DependencyNotReady(f"refund {snap.external_id} names order {snap.order_external_id}, "
+                                     "which has not arrived yet", retry_after_s=2.0)
+    refund = (await session.execute(
+        select(Refund).where(Refund.store_id == store.id, Refund.external_id == snap.external_id).with_for_update()
+    )).scalar_one_or_none()
+    created = refund is None
+    if refund is not None and snap.updated_at <= refund.platform_updated_at and refund.status == snap.status:
+        return Result("unchanged", order_id=refund.order_id, refund_id=refund.id)
+    if refund is not None and snap.updated_at < refund.platform_updated_at:
+        return Result("unchanged", order_id=refund.order_id, refund_id=refund.id)
+    if refund is None:
+        refund = Refund(store_id=store.id, external_id=snap.external_id, order_external_id=snap.order_external_id,
+                        status=snap.status, currency=snap.currency, amount_minor=snap.amount_minor,
+                        platform_updated_at=snap.updated_at)
+        session.add(refund)
+        await session.flush()
+        for index, line_snap in enumerate(snap.lines):
+            session.add(RefundLine(refund_id=refund.id, line_no=index + 1, external_line_id=line_snap.external_line_id,
+                                   quantity=line_snap.quantity, amount_minor=line_snap.amount_minor,
+                                   restock=line_snap.restock))
+    refund.order_id = order.id if order is not None else None
+    refund.status = str(snap.status)
+    refund.currency = snap.currency
+    refund.amount_minor = snap.amount_minor
+    refund.placed_at = snap.created_at
+    refund.platform_updated_at = snap.updated_at
+    refund.raw = snap.raw
+    refund.updated_at = utcnow()
+    if snap.status == RefundStatus.SUCCEEDED and refund.succeeded_at is None:
+        refund.succeeded_at = snap.updated_at
+    await session.flush()
+    if order is not None:
+        await _resolve_refund_lines(session, order, refund, snap)
+        await _apply_refund_effects(session, order, refund)
+    return Result("created" if created else "updated", order_id=refund.order_id, refund_id=refund.id)
+
+
+async def _resolve_refund_lines(session: AsyncSession, order: Order, refund: Refund, snap: RefundSnapshot) -> None:
+    lines = (await session.execute(select(RefundLine).where(RefundLine.refund_id == refund.id)
+                                   .order_by(RefundLine.line_no))).scalars().all()
+    order_lines = (await session.execute(select(OrderLine).where(OrderLine.order_id == order.id))).scalars().all()
+    by_ext = {l.external_line_id: l for l in order_lines}
+    by_key = {l.external_sku_key: l for l in order_lines if l.external_sku_key}
+    by_merchant = {l.merchant_sku: l for l in order_lines if l.merchant_sku}
+    for line, line_snap in zip(lines, snap.lines):
+        if line.order_line_id is not None:
+            continue
+        match = (by_ext.get(line_snap.external_line_id or "")
+                 or by_key.get(listing_key(line_snap.external_sku_key, line_snap.merchant_sku) or "")
+                 or by_merchant.get(line_snap.merchant_sku or ""))
+        if match is not None:
+            line.order_line_id = match.id
+
+
+async def _apply_refund_effects(session: AsyncSession, order: Order, refund: Refund) -> None:
+    """Money: the order's refunded total. Stock: a succeeded refund's lines, once each."""
+    succeeded = (await session.execute(select(Refund.amount_minor).where(
+        Refund.order_id == order.id, Refund.status == RefundStatus.SUCCEEDED.value))).scalars().all()
+    order.refunded_minor = sum(succeeded)
+    if refund.status != RefundStatus.SUCCEEDED.value:
+        return
+    lines = (await session.execute(select(RefundLine).where(RefundLine.refund_id == refund.id)
+                                   .order_by(RefundLine.line_no))).scalars().all()
+    for rline in lines:
+        if rline.order_line_id is None or rline.restock == "no_restock" or rline.applied_qty >= rline.quantity:
+            continue
+        oline = await session.get(OrderLine, rline.order_line_id, with_for_update=True)
+        if oline.sku_id is None:
+            continue
+        todo = rline.quantity - rline.applied_qty
+        # Goods not shipped yet: give back the reservation, and never reserve them again.
+        unshipped = max(0, oline.quantity - oline.released_qty - oline.shipped_qty)
+        cancel_qty = min(todo, unshipped)
+        if cancel_qty:
+            await _release(session, order, oline, cancel_qty, reason=f"refund {refund.external_id}",
+                           cause=f"refund:{refund.id}:line:{rline.id}:release")
+            # Even with nothing reserved (oversold or unpaid) the units leave the line's demand.
+            oline.released_qty += cancel_qty
+        if rline.restock == "return" and todo > cancel_qty:
+            # A refund never restocks more than its line shipped (less what came back already).
+            back = min(todo - cancel_qty, oline.shipped_qty - oline.restocked_qty)
+            if back > 0:
+                moved = await ledger.apply_movement(
+                    session, sku_id=oline.sku_id, kind="restock", cause_key=f"refund:{refund.id}:line:{rline.id}:restock",
+                    on_hand_delta=back, order_line_id=oline.id, reason=f"refund {refund.external_id}")
+                if moved is not None:
+                    oline.restocked_qty += back
+                    await ledger.return_to_lots(session, sku_id=oline.sku_id, quantity=back, movement_id=moved.id,
+                                                order_line_id=oline.id)
+        # The stock decision of a refund line is made once; what stock could not take back stays out.
+        rline.applied_qty = rline.quantity
+    await apply_stock_effects(session, order)
+
+
+async def rebind_lines(session: AsyncSession, store_id: int, external_sku_key: str, sku_id: int | None) -> int:
+    """After an operator binds a listing: bind its unbound lines and apply their stock effects now."""
+    lines = (await session.execute(
+        select(OrderLine).join(Order, Order.id == OrderLine.order_id)
+        .where(Order.store_id == store_id, OrderLine.external_sku_key == external_sku_key, OrderLine.sku_id.is_(None))
+    )).scalars().all()
+    order_ids = set()
+    for line in lines:
+        line.sku_id = sku_id
+        order_ids.add(line.order_id)
+    await session.flush()
+    for order_id in sorted(order_ids):
+        order = (await session.execute(select(Order).where(Order.id == order_id).with_for_update())).scalar_one()
+        await apply_stock_effects(session, order)
+        refunds = (await session.execute(select(Refund).where(Refund.order_id == order_id))).scalars().all()
+        for refund in refunds:
+            await _apply_refund_effects(session, order, refund)
+    return len(lines)

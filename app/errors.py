@@ -1,0 +1,85 @@
+"""RFC 9457 problem details for every error the API answers."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("coopsync.errors")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+TYPE_BASE = "https://coopsync.dev/problems/"
+
+_TITLES = {
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
+    429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable",
+}
+
+
+class Problem(Exception):
+    """Raise anywhere in a request to answer a problem document."""
+
+    def __init__(self, status: int, detail: str, *, type_: str | None = None, title: str | None = None,
+                 headers: dict[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.type = type_ or _default_type(status)
+        self.title = title or _TITLES.get(status, "Error")
+        self.headers = headers
+        self.extra = extra
+
+
+def _default_type(status: int) -> str:
+    return TYPE_BASE + _TITLES.get(status, "error").lower().replace(" ", "-")
+
+
+def problem_response(status: int, detail: str, *, type_: str | None = None, title: str | None = None,
+                     headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    body = {"type": type_ or _default_type(status), "title": title or _TITLES.get(status, "Error"),
+            "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def problem_body(status: int, detail: str) -> bytes:
+    import orjson
+
+    return orjson.dumps({"type": _default_type(status), "title": _TITLES.get(status, "Error"),
+                         "status": status, "detail": detail})
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(_request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc.status, exc.detail, type_=exc.type, title=exc.title,
+                                headers=exc.headers, **exc.extra)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = "no such route or resource"
+        return problem_response(exc.status_code, detail, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return problem_response(400, "the request body is not valid JSON",
+                                    type_=TYPE_BASE + "invalid-json")
+        cleaned = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors]
+        first = cleaned[0] if cleaned else {"loc": [], "msg": "invalid"}
+        where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
+        return problem_response(422, f"{where}: {first['msg']}", type_=TYPE_BASE + "validation",
+                                errors=cleaned)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return problem_response(500, "an unexpected error occurred; it was logged")

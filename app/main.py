@@ -1,0 +1,91 @@
+"""The FastAPI application: routers, error handlers, middleware, and the in-process workers."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api import orders, stock, stores, webhooks
+from app.api.deps import Database
+from app.config import Settings, get_settings
+from app.db import make_engine, make_sessionmaker
+from app.errors import install_error_handlers
+from app.health import router as health_router
+from app.logging import configure_logging
+from app.middleware import RequestContextMiddleware
+from app.sync.adapters import close_shared_http, registry
+from app.sync.intake import GroupCommitter
+from app.workers.handlers import default_handlers
+from app.workers.runner import Runner
+
+log = logging.getLogger("coopsync")
+
+
+def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+    if configure_logs:
+        configure_logging(settings.log_format, settings.log_level)
+    registry()  # a broken adapter stops start-up here, with a message naming it
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+        app.state.db = Database(engine, make_sessionmaker(engine))
+        app.state.committer = GroupCommitter(app.state.db, window_ms=settings.inbox_group_commit_ms)
+        app.state.committer.start()
+        app.state.runner = None
+        app.state.scheduler = None
+        if settings.workers:
+            app.state.runner = Runner(app.state.db, settings, default_handlers())
+            await app.state.runner.start()
+            try:
+                from app.workers.schedule import Scheduler
+
+                app.state.scheduler = Scheduler(app.state.db, settings)
+                await app.state.scheduler.start()
+            except ImportError:  # pragma: no cover
+                pass
+        from app.workers.gauges import refresh_gauges
+
+        async def _refresh() -> None:
+            await refresh_gauges(app.state.db)
+
+        app.state.refresh_gauges = _refresh
+        log.info("coopsync started", extra={"database": engine.url.render_as_string(hide_password=True),
+                                            "workers": settings.workers})
+        try:
+            yield
+        finally:
+            if app.state.scheduler is not None:
+                await app.state.scheduler.stop()
+            if app.state.runner is not None:
+                await app.state.runner.stop()
+            await app.state.committer.stop()
+            await close_shared_http()
+            await engine.dispose()
+
+    app = FastAPI(title="coopsync", version="0.1.0", lifespan=lifespan,
+                  description="Store integration service of a producer cooperative.")
+    app.state.settings = settings
+    app.state.store_cache = {}
+    install_error_handlers(app)
+    app.include_router(health_router)
+    app.include_router(webhooks.router)
+    app.include_router(stock.router)
+    app.include_router(stores.router)
+    app.include_router(orders.router)
+    for module_name in ("app.api.resyncs", "app.api.settlements"):
+        try:
+            module = __import__(module_name, fromlist=["router"])
+            app.include_router(module.router)
+        except ImportError:  # pragma: no cover - these land with their issues
+            pass
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    return app
+
+
+def app_factory() -> FastAPI:
+    """``uvicorn app.main:app_factory --factory``."""
+    return create_app()

@@ -1,0 +1,23 @@
+"""Prometheus metrics of the service (requests, webhooks, jobs, stock, dividends)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+HTTP_REQUESTS = Counter("coopsync_http_requests_total", "HTTP requests", ["method", "route", "status"])
+HTTP_LATENCY = Histogram(
+    "coopsync_http_request_duration_seconds", "HTTP request latency", ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+WEBHOOKS = Counter("coopsync_webhooks_total", "Webhook deliveries by outcome", ["platform", "outcome"])
+WEBHOOK_SIGNATURE_FAILURES = Counter(
+    "coopsync_webhook_signature_failures_total", "Webhooks refused for a bad signature", ["platform"]
+)
+INBOX_APPLIED = Counter("coopsync_inbox_applied_total", "Inbox rows applied by outcome", ["outcome"])
+JOBS = Counter("coopsync_jobs_total", "Jobs finished by name and outcome", ["name", "outcome"])
+OVERSOLD_LINES = Counter("coopsync_oversold_lines_total", "Order lines paid beyond available stock")
+STOCK_PUSHES = Counter("coopsync_stock_pushes_total", "Stock pushes per listing by outcome", ["platform", "outcome"])
+DIVIDEND_PENDING = Gauge("coopsync_dividend_deliveries_pending", "Dividend deliveries not yet delivered")
+DIVIDEND_OLDEST_AGE = Gauge(
+    "coopsync_dividend_oldest_pending_age_seconds", "Age of the oldest undelivered dividend statement"
+)

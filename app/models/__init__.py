@@ -1,0 +1,15 @@
+"""All tables, imported together so that metadata (and Alembic) sees every one."""
+
+from app.models.auth import ApiToken, IdempotencyRecord
+from app.models.inbox import InboxItem
+from app.models.jobs import Job, Resync
+from app.models.orders import Order, OrderLine, Refund, RefundLine
+from app.models.settlement import DeliveryAttempt, MemberShare, Settlement, SettlementLine
+from app.models.stock import LotConsumption, MemberLot, Sku, StockMovement
+from app.models.stores import Listing, Store, SyncCursor
+
+__all__ = [
+    "ApiToken", "IdempotencyRecord", "InboxItem", "Job", "Resync", "Order", "OrderLine", "Refund",
+    "RefundLine", "DeliveryAttempt", "MemberShare", "Settlement", "SettlementLine", "LotConsumption",
+    "MemberLot", "Sku", "StockMovement", "Listing", "Store", "SyncCursor",
+]

@@ -1,0 +1,104 @@
+"""Orders, order lines, refunds and refund lines as taken in from the shops."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from app.models.base import fk_field, id_field, json_field, money_field, time_field
+
+
+class Order(SQLModel, table=True):
+    __tablename__ = "sales_order"
+    __table_args__ = (
+        UniqueConstraint("store_id", "external_id"),
+        Index("ix_sales_order_due", "status", "settlement_id", "delivered_at"),
+    )
+
+    id: int | None = id_field()
+    store_id: int = fk_field("store.id")
+    platform: str = Field(max_length=32)
+    external_id: str = Field(max_length=128)
+    status: str = Field(max_length=16, index=True)
+    currency: str = Field(max_length=3)
+    total_minor: int = money_field()
+    refunded_minor: int = money_field()
+    platform_fee_minor: int | None = money_field(None, nullable=True)
+    placed_at: datetime | None = time_field()
+    paid_at: datetime | None = time_field()
+    shipped_at: datetime | None = time_field()
+    delivered_at: datetime | None = time_field()
+    cancelled_at: datetime | None = time_field()
+    platform_updated_at: datetime = time_field(nullable=False)
+    settlement_id: str | None = Field(default=None, foreign_key="settlement.id", max_length=36, index=True)
+    has_unbound: bool = Field(default=False, index=True)
+    oversold: bool = Field(default=False, index=True)
+    seen_via: str = Field(default="webhook", max_length=16)  # webhook, poll, resync
+    raw: dict | list | None = json_field(default_factory=lambda: None, nullable=True)
+    created_at: datetime = time_field(default_now=True)
+    updated_at: datetime = time_field(default_now=True)
+
+
+class OrderLine(SQLModel, table=True):
+    """One line; the ``*_qty`` columns say how much of it each stock effect already covered."""
+
+    __tablename__ = "order_line"
+    __table_args__ = (UniqueConstraint("order_id", "external_line_id"),)
+
+    id: int | None = id_field()
+    order_id: int = fk_field("sales_order.id")
+    line_no: int
+    external_line_id: str = Field(max_length=128)
+    external_sku_key: str | None = Field(default=None, max_length=255)
+    merchant_sku: str | None = Field(default=None, max_length=255)
+    title: str | None = Field(default=None, max_length=500)
+    sku_id: int | None = fk_field("sku.id", nullable=True)
+    quantity: int = Field(sa_type=BigInteger)
+    unit_price_minor: int = money_field()
+    discount_minor: int = money_field()
+    total_minor: int = money_field()
+    shipped_quantity: int | None = Field(default=None, sa_type=BigInteger)  # platform's per-line figure
+    reserved_qty: int = Field(default=0, sa_type=BigInteger)  # reserved now
+    shipped_qty: int = Field(default=0, sa_type=BigInteger)  # taken from on hand
+    released_qty: int = Field(default=0, sa_type=BigInteger)  # reservation given back (cancel)
+    restocked_qty: int = Field(default=0, sa_type=BigInteger)  # came back on hand (returns)
+    oversold_qty: int = Field(default=0, sa_type=BigInteger)  # paid but no stock to reserve
+    listing_ref: dict = json_field()
+
+
+class Refund(SQLModel, table=True):
+    __tablename__ = "refund"
+    __table_args__ = (UniqueConstraint("store_id", "external_id"),)
+
+    id: int | None = id_field()
+    store_id: int = fk_field("store.id")
+    order_id: int | None = fk_field("sales_order.id", nullable=True)
+    external_id: str = Field(max_length=128)
+    order_external_id: str = Field(max_length=128)
+    status: str = Field(max_length=16, index=True)
+    currency: str = Field(max_length=3)
+    amount_minor: int = money_field()
+    placed_at: datetime | None = time_field()
+    platform_updated_at: datetime = time_field(nullable=False)
+    succeeded_at: datetime | None = time_field()
+    # A refund that succeeded after its order was settled goes into a later statement.
+    settlement_id: str | None = Field(default=None, foreign_key="settlement.id", max_length=36, index=True)
+    raw: dict | list | None = json_field(default_factory=lambda: None, nullable=True)
+    created_at: datetime = time_field(default_now=True)
+    updated_at: datetime = time_field(default_now=True)
+
+
+class RefundLine(SQLModel, table=True):
+    __tablename__ = "refund_line"
+
+    id: int | None = id_field()
+    refund_id: int = fk_field("refund.id")
+    line_no: int
+    order_line_id: int | None = fk_field("order_line.id", nullable=True)
+    external_line_id: str | None = Field(default=None, max_length=128)
+    quantity: int = Field(sa_type=BigInteger)
+    amount_minor: int = money_field()
+    restock: str = Field(max_length=16)  # cancel, return, no_restock
+    applied_qty: int = Field(default=0, sa_type=BigInteger)

@@ -1,0 +1,1 @@
+"""Sync flows between the shops and the core: webhook intake, pull, push, windows."""

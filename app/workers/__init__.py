@@ -1,0 +1,1 @@
+"""Background work: the job table runner (SKIP LOCKED + lease), schedule and handlers."""

@@ -1,0 +1,27 @@
+"""Job name → handler, for every kind of background work."""
+
+from __future__ import annotations
+
+from app.sync.inbox import handle_inbox_apply
+from app.sync.push import PUSH_JOB, handle_stock_push
+from app.workers.runner import Handler
+
+
+def default_handlers() -> dict[str, Handler]:
+    handlers: dict[str, Handler] = {
+        "inbox.apply": handle_inbox_apply,
+        PUSH_JOB: handle_stock_push,
+    }
+    try:
+        from app.sync.pull import pull_handlers
+
+        handlers.update(pull_handlers())
+    except ImportError:  # pragma: no cover - pull lands with the resync work
+        pass
+    try:
+        from app.dividends.delivery import dividend_handlers
+
+        handlers.update(dividend_handlers())
+    except ImportError:  # pragma: no cover - settlement lands separately
+        pass
+    return handlers

@@ -1,0 +1,251 @@
+"""The job runner: claim with ``FOR UPDATE SKIP LOCKED`` (PostgreSQL) under a lease, run, record.
+
+A job whose lease ran out (its process died) is claimed again. Handlers make their own effects
+idempotent (cause keys, inbox status under a row lock), so a job that runs twice has one effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import traceback
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Awaitable, Callable
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from app.api.deps import Database
+from app.config import Settings
+from app.metrics import JOBS
+from app.models import Job
+from app.models.base import utcnow
+from app.workers.jobs import add_waker, backoff_s, remove_waker
+
+log = logging.getLogger("coopsync.worker")
+
+
+@dataclass(frozen=True)
+class Done:
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Run again after ``delay_s``. ``counts`` False: waiting on something, not a failure."""
+
+    delay_s: float
+    error: str
+    counts: bool = True
+
+
+@dataclass(frozen=True)
+class Dead:
+    error: str
+
+
+Outcome = Done | Retry | Dead
+
+
+@dataclass
+class JobContext:
+    db: Database
+    settings: Settings
+    job: Job
+    worker_id: str
+    services: dict[str, Any] = field(default_factory=dict)
+
+    async def extend_lease(self) -> None:
+        """For long jobs (resyncs): keep the job ours while we make progress."""
+        async with self.db.transaction() as session:
+            await session.execute(
+                text("UPDATE job SET lease_until = :until WHERE id = :id AND locked_by = :me"),
+                {"until": _t(session, utcnow() + timedelta(seconds=self.settings.job_lease_s)),
+                 "id": self.job.id, "me": self.worker_id},
+            )
+
+
+Handler = Callable[[JobContext], Awaitable[Outcome]]
+
+
+def _t(session, moment):
+    return moment.replace(tzinfo=None) if session.bind.dialect.name == "sqlite" else moment
+
+
+_CLAIM_SQL = """
+UPDATE job SET status = 'running', attempts = attempts + 1, lease_until = :lease, locked_by = :me,
+               updated_at = :now
+WHERE id = (
+    SELECT j.id FROM job j
+    WHERE j.status = 'queued' AND j.run_after <= :now {names}
+      AND (j.lock_key IS NULL OR NOT EXISTS (
+            SELECT 1 FROM job r WHERE r.status = 'running' AND r.lock_key = j.lock_key))
+    ORDER BY j.run_after, j.id
+    LIMIT 1 {skip_locked}
+)
+RETURNING id
+"""
+
+_REAP_SQL = """
+UPDATE job SET status = 'queued', locked_by = NULL, lease_until = NULL, updated_at = :now,
+               last_error = 'lease expired: the worker that held it stopped'
+WHERE status = 'running' AND lease_until < :now
+"""
+
+
+class Runner:
+    """Claims and runs jobs. On SQLite one job runs at a time; on PostgreSQL ``concurrency``."""
+
+    def __init__(self, db: Database, settings: Settings, handlers: dict[str, Handler], *,
+                 worker_id: str | None = None, services: dict[str, Any] | None = None,
+                 names: list[str] | None = None) -> None:
+        self.db = db
+        self.settings = settings
+        self.handlers = handlers
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.services = services or {}
+        self.names = names
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self.is_sqlite = db.engine.dialect.name == "sqlite"
+
+    # -- one step at a time (tests drive these directly) -------------------------------------
+    async def reap(self) -> int:
+        async with self.db.transaction() as session:
+            result = await session.execute(text(_REAP_SQL), {"now": _t(session, utcnow())})
+            return result.rowcount or 0
+
+    async def claim(self) -> Job | None:
+        names_sql = ""
+        params: dict[str, Any] = {}
+        if self.names:
+            placeholders = ", ".join(f":n{i}" for i in range(len(self.names)))
+            names_sql = f"AND j.name IN ({placeholders})"
+            params.update({f"n{i}": n for i, n in enumerate(self.names)})
+        sql = _CLAIM_SQL.format(names=names_sql, skip_locked="" if self.is_sqlite else "FOR UPDATE SKIP LOCKED")
+        try:
+            async with self.db.transaction() as session:
+                now = utcnow()
+                params.update(now=_t(session, now), me=self.worker_id,
+                              lease=_t(session, now + timedelta(seconds=self.settings.job_lease_s)))
+                row = (await session.execute(text(sql), params)).first()
+                if row is None:
+                    return None
+                return await session.get(Job, row[0])
+        except IntegrityError:
+            # Two workers raced for jobs sharing a lock key: the partial unique index let one win.
+            return None
+
+    async def run_one(self) -> Job | None:
+        """Claim one due job and run it; returns the job (None when nothing was due)."""
+        job = await self.claim()
+        if job is None:
+            return None
+        await self.execute(job)
+        return job
+
+    async def run_until_idle(self, max_jobs: int = 10_000) -> int:
+        """Run due jobs until none is due (tests and the CLI use this)."""
+        count = 0
+        while count < max_jobs:
+            await self.reap()
+            if await self.run_one() is None:
+                break
+            count += 1
+        return count
+
+    async def execute(self, job: Job) -> Outcome:
+        handler = self.handlers.get(job.name)
+        ctx = JobContext(db=self.db, settings=self.settings, job=job, worker_id=self.worker_id,
+                         services=self.services)
+        if handler is None:
+            outcome: Outcome = Dead(f"no handler for job {job.name!r}")
+        else:
+            try:
+                outcome = await handler(ctx)
+            except (OperationalError, DBAPIError) as exc:
+                outcome = Retry(backoff_s(job.attempts, base_s=0.5, cap_s=30), f"database: {exc!r}"[:1500])
+            except Exception as exc:  # an unexpected bug: keep the trace for the operator, retry with back-off
+                log.exception("job %s #%s failed", job.name, job.id)
+                outcome = Retry(backoff_s(job.attempts), "".join(traceback.format_exception_only(exc))[:1500])
+        await self._record(job, outcome)
+        return outcome
+
+    async def _record(self, job: Job, outcome: Outcome) -> None:
+        async with self.db.transaction() as session:
+            now = utcnow()
+            params: dict[str, Any] = {"id": job.id, "me": self.worker_id, "now": _t(session, now)}
+            if isinstance(outcome, Done):
+                sql = ("UPDATE job SET status = 'done', finished_at = :now, updated_at = :now, lease_until = NULL,"
+                       " last_error = NULL WHERE id = :id AND locked_by = :me")
+                label = "done"
+            elif isinstance(outcome, Retry) and (not outcome.counts or job.attempts < job.max_attempts):
+                params.update(run_after=_t(session, now + timedelta(seconds=outcome.delay_s)), err=outcome.error[:2000],
+                              undo=0 if outcome.counts else 1)
+                sql = ("UPDATE job SET status = 'queued', run_after = :run_after, last_error = :err,"
+                       " attempts = attempts - :undo, locked_by = NULL, lease_until = NULL, updated_at = :now"
+                       " WHERE id = :id AND locked_by = :me")
+                label = "retry"
+            else:
+                error = outcome.error if isinstance(outcome, (Dead, Retry)) else "dead"
+                params.update(err=error[:2000])
+                sql = ("UPDATE job SET status = 'dead', last_error = :err, finished_at = :now, updated_at = :now,"
+                       " lease_until = NULL WHERE id = :id AND locked_by = :me")
+                label = "dead"
+            try:
+                await session.execute(text(sql), params)
+            except IntegrityError:
+                # Re-queuing collided with a newer queued twin (same dedupe key): the twin covers it.
+                await session.rollback()
+                async with self.db.transaction() as s2:
+                    await s2.execute(text("UPDATE job SET status = 'done', finished_at = :now, updated_at = :now,"
+                                          " last_error = 'superseded by a newer queued job' WHERE id = :id"),
+                                     {"id": job.id, "now": _t(s2, now)})
+        JOBS.labels(job.name, label).inc()
+        if label != "done":
+            log.warning("job %s #%s %s: %s", job.name, job.id, label, getattr(outcome, "error", ""))
+
+    # -- the long-running loop ------------------------------------------------------------------
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        add_waker(self.wake)
+        concurrency = 1 if self.is_sqlite else max(1, self.settings.worker_concurrency)
+        self._tasks = [asyncio.create_task(self._loop(i), name=f"coopsync-worker-{i}") for i in range(concurrency)]
+
+    async def stop(self) -> None:
+        remove_waker(self.wake)
+        self._stopping.set()
+        self._wake.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def _loop(self, index: int) -> None:
+        reap_every = 0
+        while not self._stopping.is_set():
+            try:
+                if reap_every <= 0:
+                    await self.reap()
+                    reap_every = 50
+                reap_every -= 1
+                job = await self.run_one()
+                if job is not None:
+                    continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("worker loop error")
+                await asyncio.sleep(1.0)
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.worker_poll_s)
+            except asyncio.TimeoutError:
+                pass

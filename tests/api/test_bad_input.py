@@ -1,0 +1,72 @@
+"""Bad input gets a clear problem+json answer and changes nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import ADMIN, create_sku, ledger_state, receive
+
+PROBLEM_FIELDS = {"type", "title", "status", "detail"}
+
+
+def assert_problem(r, status: int) -> dict:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body = r.json()
+    assert PROBLEM_FIELDS <= set(body) and body["status"] == status
+    return body
+
+
+@pytest.mark.parametrize("quantity", [0, -5, 2.5, "7", None, True])
+async def test_receipt_with_bad_quantity_is_422_and_ledger_untouched(client, db, quantity):
+    await create_sku(client, "TEA-Q")
+    await receive(client, "TEA-Q", 5)
+    before = await ledger_state(db, "TEA-Q")
+    r = await client.post("/v1/stock/receipts", json={"sku": "TEA-Q", "quantity": quantity, "member_id": "m-01"},
+                          headers=ADMIN)
+    assert_problem(r, 422)
+    assert await ledger_state(db, "TEA-Q") == before
+
+
+async def test_receipt_for_unknown_sku_is_422_and_writes_nothing(client, db):
+    r = await client.post("/v1/stock/receipts", json={"sku": "GHOST", "quantity": 3, "member_id": "m-01"},
+                          headers=ADMIN)
+    body = assert_problem(r, 422)
+    assert "GHOST" in body["detail"]
+    assert await ledger_state(db, "GHOST") == (0, 0, 0)
+
+
+async def test_adjustment_of_zero_is_422(client, db):
+    await create_sku(client, "TEA-Z")
+    r = await client.post("/v1/stock/adjustments", json={"sku": "TEA-Z", "delta": 0, "reason": "x"}, headers=ADMIN)
+    assert_problem(r, 422)
+    assert await ledger_state(db, "TEA-Z") == (0, 0, 0)
+
+
+async def test_body_over_one_mib_is_413_and_writes_nothing(client, db):
+    await create_sku(client, "TEA-BIG")
+    padding = "x" * (1024 * 1024 + 10)
+    r = await client.post("/v1/stock/receipts", headers={**ADMIN, "Content-Type": "application/json"},
+                          content=f'{{"sku": "TEA-BIG", "quantity": 1, "member_id": "{padding}"}}')
+    assert_problem(r, 413)
+    assert await ledger_state(db, "TEA-BIG") == (0, 0, 0)
+
+
+async def test_body_that_is_not_json_is_400_and_writes_nothing(client, db):
+    await create_sku(client, "TEA-NJ")
+    r = await client.post("/v1/stock/receipts", headers={**ADMIN, "Content-Type": "application/json"},
+                          content=b"sku=TEA-NJ&quantity=3")
+    assert_problem(r, 400)
+    assert await ledger_state(db, "TEA-NJ") == (0, 0, 0)
+
+
+async def test_unknown_route_is_404_problem(client):
+    assert_problem(await client.get("/v1/nothing-here", headers=ADMIN), 404)
+
+
+async def test_extra_fields_are_refused(client, db):
+    await create_sku(client, "TEA-X")
+    r = await client.post("/v1/stock/receipts", json={"sku": "TEA-X", "quantity": 1, "member_id": "m", "qty": 9},
+                          headers=ADMIN)
+    assert_problem(r, 422)
+    assert await ledger_state(db, "TEA-X") == (0, 0, 0)
