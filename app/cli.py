@@ -90,11 +90,10 @@ def worker(
 
 
 def main() -> None:  # console script entry point
-    try:
-        from app import cli_ops  # noqa: F401  (registers resync and stores)
-    except ImportError:  # pragma: no cover
-        pass
-    cli()
+    import app.cli_ops  # noqa: F401  (registers resync and stores on the same Typer app)
+    from app.cli import cli as registered  # not __main__'s copy when run with ``python -m app.cli``
+
+    registered()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app.sync.inbox import handle_inbox_apply
+from app.sync.pull import pull_handlers
 from app.sync.push import PUSH_JOB, handle_stock_push
 from app.workers.runner import Handler
 
@@ -12,12 +13,7 @@ def default_handlers() -> dict[str, Handler]:
         "inbox.apply": handle_inbox_apply,
         PUSH_JOB: handle_stock_push,
     }
-    try:
-        from app.sync.pull import pull_handlers
-
-        handlers.update(pull_handlers())
-    except ImportError:  # pragma: no cover - pull lands with the resync work
-        pass
+    handlers.update(pull_handlers())
     try:
         from app.dividends.delivery import dividend_handlers
 
