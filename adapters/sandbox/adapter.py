@@ -24,7 +24,7 @@ from adapters.base import (
 )
 from adapters.errors import AdapterError, PermanentError
 from adapters.sandbox import webhooks
-from adapters.sandbox.client import INPROC_SCHEME, SandboxClient, client_for
+from adapters.sandbox.client import PAGE_SIZE, INPROC_SCHEME, SandboxClient, client_for
 from adapters.sandbox.mapping import order_from_sandbox, refund_from_sandbox
 
 PLATFORM = "sandbox"
@@ -46,7 +46,9 @@ class SandboxAdapter(AdapterBase):
     def __init__(self, store: StoreContext, http: httpx.AsyncClient) -> None:
         super().__init__(store, http)
         base_url = store.base_url or (f"{INPROC_SCHEME}{store.external_shop_id}" if store.external_shop_id else None)
-        self._client = client_for(base_url, http) if base_url else None
+        # A smaller page (settings.page_size) lets tests and benchmarks exercise many pages.
+        page_size = int(store.settings.get("page_size", PAGE_SIZE))
+        self._client = client_for(base_url, http, page_size) if base_url else None
 
     @property
     def client(self) -> SandboxClient:

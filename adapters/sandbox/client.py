@@ -39,8 +39,9 @@ class InProcessClient:
     """Calls a registered SandboxMarket directly; the market is looked up on each call, so a store may
     be configured before its market is registered."""
 
-    def __init__(self, market_name: str) -> None:
+    def __init__(self, market_name: str, page_size: int = PAGE_SIZE) -> None:
         self.market_name = market_name
+        self.page_size = page_size
 
     def _market(self) -> SandboxMarket:
         try:
@@ -51,7 +52,7 @@ class InProcessClient:
     async def list_orders(self, updated_min, updated_max, cursor):
         """Orders by update time, one page. ref: adapters/sandbox/market.py SandboxMarket.orders_page"""
         try:
-            return self._market().orders_page(updated_min, updated_max, cursor, PAGE_SIZE)
+            return self._market().orders_page(updated_min, updated_max, cursor, self.page_size)
         except SandboxError as exc:
             raise PermanentError(str(exc), platform=PLATFORM) from exc
 
@@ -62,7 +63,7 @@ class InProcessClient:
     async def list_refunds(self, updated_min, updated_max, cursor):
         """Refunds by update time, one page. ref: adapters/sandbox/market.py SandboxMarket.refunds_page"""
         try:
-            return self._market().refunds_page(updated_min, updated_max, cursor, PAGE_SIZE)
+            return self._market().refunds_page(updated_min, updated_max, cursor, self.page_size)
         except SandboxError as exc:
             raise PermanentError(str(exc), platform=PLATFORM) from exc
 
@@ -83,9 +84,10 @@ class InProcessClient:
 class HttpClient:
     """Talks to ``adapters.sandbox.server`` at ``base_url`` through the shared client."""
 
-    def __init__(self, http: httpx.AsyncClient, base_url: str) -> None:
+    def __init__(self, http: httpx.AsyncClient, base_url: str, page_size: int = PAGE_SIZE) -> None:
         self.http = http
         self.base_url = base_url.rstrip("/")
+        self.page_size = page_size
 
     async def _get(self, path: str, params: Any = None, *, missing_ok: bool = False) -> Any:
         async def once() -> Any:
@@ -109,7 +111,7 @@ class HttpClient:
 
     async def _list(self, path: str, updated_min: datetime, updated_max: datetime, cursor: str | None):
         params = {"updated_min": updated_min.isoformat(), "updated_max": updated_max.isoformat(),
-                  "limit": str(PAGE_SIZE)}
+                  "limit": str(self.page_size)}
         if cursor:
             params["cursor"] = cursor
         body = await self._get(path, params)
@@ -153,13 +155,13 @@ class HttpClient:
         return {item["sku_key"]: int(item["quantity"]) for item in body.get("items") or []}
 
 
-def client_for(base_url: str, http: httpx.AsyncClient) -> SandboxClient:
+def client_for(base_url: str, http: httpx.AsyncClient, page_size: int = PAGE_SIZE) -> SandboxClient:
     if base_url.startswith(INPROC_SCHEME):
         name = base_url[len(INPROC_SCHEME):].strip("/")
         if not name:
             raise PermanentError("inproc:// base_url needs a market name", platform=PLATFORM)
-        return InProcessClient(name)
+        return InProcessClient(name, page_size)
     if base_url.startswith(("http://", "https://")):
-        return HttpClient(http, base_url)
+        return HttpClient(http, base_url, page_size)
     raise PermanentError(f"sandbox base_url must be inproc://<name> or http(s)://, not {base_url!r}",
                          platform=PLATFORM)

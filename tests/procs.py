@@ -1,0 +1,108 @@
+"""Real processes for crash tests: the service under uvicorn, workers, and a sandbox market over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def service_env(database_url: str, **overrides: str) -> dict[str, str]:
+    from tests.conftest import ADMIN_TOKEN
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COOPSYNC_")}
+    env.update(COOPSYNC_DATABASE_URL=database_url, COOPSYNC_ADMIN_TOKEN=ADMIN_TOKEN, COOPSYNC_LOG_LEVEL="WARNING",
+               COOPSYNC_JOB_LEASE_S="2", COOPSYNC_SCHEDULER_TICK_S="3600", COOPSYNC_WORKER_POLL_S="0.05")
+    env.update(overrides)
+    return env
+
+
+class Service:
+    """``uvicorn app.main:app_factory`` in a subprocess on a free port."""
+
+    def __init__(self, database_url: str, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "app.main:app_factory", "--factory", "--host", "127.0.0.1",
+             "--port", str(self.port), "--no-access-log"],
+            cwd=ROOT, env=service_env(database_url, **env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"service exited: {self.proc.stderr.read().decode()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=0.5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        self.kill()
+        raise RuntimeError("service did not start in 30 s")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no flushing, as a crash would be."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class Worker:
+    """``coopsync worker`` in a subprocess."""
+
+    def __init__(self, database_url: str, **env: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], cwd=ROOT,
+                                     env=service_env(database_url, **env), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+class ThreadedServer:
+    """An ASGI app (the sandbox market, a dividend receiver) on a real port, in a thread."""
+
+    def __init__(self, app) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

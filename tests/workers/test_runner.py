@@ -1,0 +1,140 @@
+"""The job runner: leases, stalled jobs, lock keys, dedupe keys, retries and two workers at once."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, text
+
+from app.models import Job
+from app.models.base import utcnow
+from app.workers.jobs import enqueue
+from app.workers.runner import Dead, Done, Retry, Runner
+
+
+def _runner(db, settings, handlers, name="w1") -> Runner:
+    return Runner(db, settings, handlers, worker_id=name)
+
+
+async def _jobs(db) -> list[Job]:
+    async with db.read() as session:
+        return (await session.execute(select(Job).order_by(Job.id))).scalars().all()
+
+
+async def test_done_retry_and_dead_are_recorded(db, settings):
+    calls = []
+
+    async def ok(ctx):
+        calls.append("ok")
+        return Done()
+
+    async def flaky(ctx):
+        return Retry(0, "not yet") if ctx.job.attempts < 3 else Done()
+
+    async def doomed(ctx):
+        return Dead("never")
+
+    async with db.transaction() as s:
+        await enqueue(s, "t.ok")
+        await enqueue(s, "t.flaky")
+        await enqueue(s, "t.doomed")
+    runner = _runner(db, settings, {"t.ok": ok, "t.flaky": flaky, "t.doomed": doomed})
+    await runner.run_until_idle()
+    jobs = {j.name: j for j in await _jobs(db)}
+    assert calls == ["ok"]
+    assert (jobs["t.flaky"].status, jobs["t.flaky"].attempts) == ("done", 3)
+    assert (jobs["t.doomed"].status, jobs["t.doomed"].last_error) == ("dead", "never")
+
+
+async def test_an_unexpected_exception_is_retried_then_dead_at_max_attempts(db, settings):
+    async def boom(ctx):
+        raise RuntimeError("bug")
+
+    async with db.transaction() as s:
+        await enqueue(s, "t.boom", max_attempts=2)
+    runner = _runner(db, settings, {"t.boom": boom})
+    for _ in range(2):
+        async with db.transaction() as s:
+            await s.execute(text("UPDATE job SET run_after = created_at"))
+        await runner.run_one()
+    [job] = await _jobs(db)
+    assert job.status == "dead" and "bug" in job.last_error
+
+
+async def test_a_job_whose_lease_ran_out_is_picked_up_again(db, settings):
+    async with db.transaction() as s:
+        await enqueue(s, "t.slow")
+    dead_worker = _runner(db, settings, {})
+    job = await dead_worker.claim()  # claimed, then the process "dies"
+    assert job is not None
+    async with db.transaction() as s:
+        await s.execute(text("UPDATE job SET lease_until = :t"),
+                        {"t": (utcnow() - timedelta(seconds=1)).replace(tzinfo=None) if db.engine.dialect.name == "sqlite"
+                         else utcnow() - timedelta(seconds=1)})
+    ran = []
+
+    async def slow(ctx):
+        ran.append(ctx.job.id)
+        return Done()
+
+    survivor = _runner(db, settings, {"t.slow": slow}, name="w2")
+    assert await survivor.run_until_idle() == 1
+    assert ran == [job.id]
+    # The dead worker's late answer is fenced off: it no longer holds the job.
+    await dead_worker._record(job, Retry(0, "late"))
+    [after] = await _jobs(db)
+    assert after.status == "done"
+
+
+async def test_dedupe_key_keeps_one_queued_job(db):
+    async with db.transaction() as s:
+        results = [await enqueue(s, "stock.push", {"n": i}, dedupe_key="stock.push:1") for i in range(5)]
+    assert results == [True, False, False, False, False]
+    assert len(await _jobs(db)) == 1
+
+
+async def test_lock_key_keeps_one_running_job_across_workers(db, settings, engine_name):
+    if engine_name != "postgresql":
+        pytest.skip("SQLite runs one worker; the race needs FOR UPDATE SKIP LOCKED")
+    started = asyncio.Event()
+    release = asyncio.Event()
+    running = []
+
+    async def poll(ctx):
+        running.append(ctx.worker_id)
+        started.set()
+        await release.wait()
+        return Done()
+
+    async with db.transaction() as s:
+        await enqueue(s, "sync.poll", lock_key="sync.poll:1")
+        await enqueue(s, "sync.poll", lock_key="sync.poll:1")
+    a = _runner(db, settings, {"sync.poll": poll}, name="a")
+    b = _runner(db, settings, {"sync.poll": poll}, name="b")
+    first = asyncio.create_task(a.run_one())
+    await started.wait()
+    assert await b.claim() is None  # the other job shares the lock key and must wait
+    release.set()
+    await first
+    assert await b.run_one() is not None
+    assert len(running) == 2
+
+
+async def test_two_workers_claim_every_job_exactly_once(db, settings, engine_name):
+    if engine_name != "postgresql":
+        pytest.skip("SQLite runs one worker")
+    seen: list[int] = []
+
+    async def work(ctx):
+        seen.append(ctx.job.id)
+        await asyncio.sleep(0)
+        return Done()
+
+    async with db.transaction() as s:
+        for i in range(60):
+            await enqueue(s, "t.work", {"i": i})
+    workers = [_runner(db, settings, {"t.work": work}, name=f"w{i}") for i in range(4)]
+    await asyncio.gather(*[w.run_until_idle() for w in workers])
+    assert sorted(seen) == sorted(set(seen)) and len(seen) == 60
