@@ -26,6 +26,7 @@ class Capability(StrEnum):
     REFUNDS_PULL = "refunds_pull"
     STOCK_PUSH = "stock_push"
     STOCK_READ = "stock_read"
+    STOCK_COMPARE_AND_SET = "stock_cas"  # push_stock honours StockLevel.expected_quantity
     WEBHOOKS = "webhooks"
 
 
@@ -192,11 +193,17 @@ class Page(Generic[T]):
 
 @dataclass(frozen=True)
 class StockLevel:
-    """Set the sellable quantity of one listing to ``quantity`` (a full, absolute update)."""
+    """Set the sellable quantity of one listing to ``quantity`` (a full, absolute update).
+
+    ``expected_quantity``: what we believe the platform shows now. An adapter declaring
+    ``STOCK_COMPARE_AND_SET`` refuses the update (``error_kind`` "conflict") when the platform's
+    figure differs, i.e. when it sold something we have not heard of yet; an absolute set would
+    otherwise erase that sale from the platform's count and let it sell the unit twice."""
 
     external_sku_key: str
     quantity: int
     listing_ref: Mapping[str, str] = field(default_factory=dict)
+    expected_quantity: int | None = None
 
 
 @dataclass(frozen=True)
@@ -204,8 +211,9 @@ class PushResult:
     external_sku_key: str
     ok: bool
     error: str | None = None
-    error_kind: str | None = None  # an AdapterError.kind when not ok
+    error_kind: str | None = None  # an AdapterError.kind when not ok, or "conflict"
     retry_after_s: float | None = None
+    current_quantity: int | None = None  # the platform's figure, when it refused a compare-and-set
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from datetime import timedelta
 from typing import ClassVar, Mapping
 
@@ -38,7 +40,7 @@ class SandboxAdapter(AdapterBase):
     platform: ClassVar[str] = PLATFORM
     capabilities: ClassVar[frozenset[Capability]] = frozenset({
         Capability.ORDERS_PULL, Capability.REFUNDS_PULL, Capability.STOCK_PUSH, Capability.STOCK_READ,
-        Capability.WEBHOOKS,
+        Capability.WEBHOOKS, Capability.STOCK_COMPARE_AND_SET,
     })
     max_window: ClassVar[timedelta] = timedelta(days=7)  # the market has no limit; keeps resync jobs granular
     Credentials: ClassVar[type[BaseModel]] = EmptyCredentials
@@ -96,18 +98,29 @@ class SandboxAdapter(AdapterBase):
         for start in range(0, len(levels), STOCK_BATCH):
             batch = levels[start:start + STOCK_BATCH]
             try:
-                errors = await self.client.set_stock([(self._key(level), level.quantity) for level in batch])
+                errors = await self.client.set_stock([(self._key(level), level.quantity, level.expected_quantity)
+                                                      for level in batch])
             except AdapterError as exc:
                 results.extend(PushResult(external_sku_key=level.external_sku_key, ok=False, error=str(exc),
                                           error_kind=exc.kind, retry_after_s=getattr(exc, "retry_after_s", None))
                                for level in batch)
                 continue
-            results.extend(
-                PushResult(external_sku_key=level.external_sku_key, ok=error is None, error=error,
-                           error_kind=None if error is None else "permanent")
-                for level, error in zip(batch, errors))
+            results.extend(_result(level, error) for level, error in zip(batch, errors))
         return results
 
     async def fetch_stock(self, keys: list[StockLevel]) -> dict[str, int]:
         found = await self.client.get_stock([self._key(level) for level in keys])
         return {level.external_sku_key: found[self._key(level)] for level in keys if self._key(level) in found}
+
+
+_CONFLICT = re.compile(r"^conflict: stock is (\d+)")
+
+
+def _result(level: StockLevel, error: str | None) -> PushResult:
+    if error is None:
+        return PushResult(external_sku_key=level.external_sku_key, ok=True)
+    conflict = _CONFLICT.match(error)
+    if conflict:
+        return PushResult(external_sku_key=level.external_sku_key, ok=False, error=error, error_kind="conflict",
+                          current_quantity=int(conflict.group(1)))
+    return PushResult(external_sku_key=level.external_sku_key, ok=False, error=error, error_kind="permanent")

@@ -136,7 +136,8 @@ class HttpClient:
     async def set_stock(self, items):
         """Absolute stock per listing, one batch. ref: adapters/sandbox/server.py POST /stock"""
         async def once() -> list[str | None]:
-            body = [{"sku_key": key, "quantity": qty} for key, qty in items]
+            body = [{"sku_key": item[0], "quantity": item[1],
+                     **({"expected": item[2]} if len(item) > 2 and item[2] is not None else {})} for item in items]
             request = self.http.build_request("POST", self.base_url + "/stock", json=body)
             response = await send(self.http, request, PLATFORM)
             error = error_for_response(response, PLATFORM)

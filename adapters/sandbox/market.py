@@ -127,12 +127,22 @@ class SandboxMarket:
         with self._lock:
             self._listing(sku_key).stock = quantity
 
-    def set_stock_batch(self, items: list[tuple[str, int]]) -> list[str | None]:
-        """Set several listings; one entry per item: None when set, else why not."""
+    def set_stock_batch(self, items: list[tuple]) -> list[str | None]:
+        """Set several listings; one entry per item: None when set, else why not.
+
+        An item ``(sku_key, quantity, expected)`` is a compare-and-set (as Shopify's
+        ``changeFromQuantity``): refused with ``conflict: stock is N`` when the listing does not
+        hold ``expected``, because a sale happened that the caller has not accounted for."""
         results: list[str | None] = []
         with self._lock:
-            for sku_key, quantity in items:
+            for item in items:
+                sku_key, quantity = item[0], item[1]
+                expected = item[2] if len(item) > 2 else None
                 try:
+                    current = self._listing(sku_key).stock
+                    if expected is not None and current != expected:
+                        results.append(f"conflict: stock is {current}, expected {expected}")
+                        continue
                     self.set_stock(sku_key, quantity)
                 except SandboxError as exc:
                     results.append(str(exc))

@@ -66,16 +66,19 @@ def create_app(market: SandboxMarket) -> Starlette:
             return _problem(400, "body is not JSON")
         if not isinstance(payload, list) or len(payload) > MAX_STOCK_BATCH:
             return _problem(400, f"body must be a list of at most {MAX_STOCK_BATCH} {{sku_key, quantity}}")
-        items: list[tuple[str, int]] = []
+        items: list[tuple] = []
         for entry in payload:
             quantity = entry.get("quantity") if isinstance(entry, dict) else None
+            expected = entry.get("expected") if isinstance(entry, dict) else None
             if (not isinstance(entry, dict) or not isinstance(entry.get("sku_key"), str)
-                    or not isinstance(quantity, int) or isinstance(quantity, bool)):
-                return _problem(400, "each item needs a string sku_key and an integer quantity")
-            items.append((entry["sku_key"], quantity))
+                    or not isinstance(quantity, int) or isinstance(quantity, bool)
+                    or (expected is not None and (not isinstance(expected, int) or isinstance(expected, bool)))):
+                return _problem(400, "each item needs a string sku_key, an integer quantity and "
+                                     "optionally an integer expected")
+            items.append((entry["sku_key"], quantity, expected))
         errors = market.set_stock_batch(items)
-        return JSONResponse({"results": [{"sku_key": key, "ok": error is None, "error": error}
-                                         for (key, _), error in zip(items, errors)]})
+        return JSONResponse({"results": [{"sku_key": item[0], "ok": error is None, "error": error}
+                                         for item, error in zip(items, errors)]})
 
     async def get_stock(request: Request) -> JSONResponse:
         wanted = request.query_params.getlist("sku_key")

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.base import OrderSnapshot, OrderStatus, RefundSnapshot, RefundStatus
@@ -124,6 +124,10 @@ async def upsert_order(session: AsyncSession, store: Store, snap: OrderSnapshot,
                              total_minor=line_snap.total_minor)
             session.add(line)
             existing[line.external_line_id] = line
+            if snap.status != OrderStatus.CANCELLED and key is not None:
+                # The shop took these units off its own count when it sold them.
+                line.platform_held = line_snap.quantity
+                await platform_count_changed(session, store.id, key, line_snap.quantity)
         line.external_sku_key = key
         line.merchant_sku = line_snap.merchant_sku
         line.title = (line_snap.title or "")[:500] or None
@@ -135,6 +139,12 @@ async def upsert_order(session: AsyncSession, store: Store, snap: OrderSnapshot,
         line.listing_ref = dict(line_snap.listing_ref or {})
         if line.sku_id is None and listing is not None and listing.sku_id is not None:
             line.sku_id = listing.sku_id
+    if snap.status == OrderStatus.CANCELLED:
+        for line in existing.values():
+            if line.platform_held and line.shipped_qty == 0 and line.external_sku_key:
+                # Cancelled before shipping: the shop puts the units back on its own count.
+                await platform_count_changed(session, store.id, line.external_sku_key, -line.platform_held)
+                line.platform_held = 0
     await session.flush()
     await apply_stock_effects(session, order)
     await _apply_embedded_refunds(session, store, order, snap, via)
@@ -333,7 +343,12 @@ async def _apply_refund_effects(session: AsyncSession, order: Order, refund: Ref
             continue
         oline = await session.get(OrderLine, rline.order_line_id, with_for_update=True)
         if oline.sku_id is None:
-            continue
+            continue  # applied once the line is bound (rebind_lines), with everything below
+        back_on_platform = min(rline.quantity - rline.applied_qty, oline.platform_held)
+        if back_on_platform and oline.external_sku_key:
+            # A refund that restocks puts the units back on the shop's own count too.
+            await platform_count_changed(session, order.store_id, oline.external_sku_key, -back_on_platform)
+            oline.platform_held -= back_on_platform
         todo = rline.quantity - rline.applied_qty
         # Goods not shipped yet: give back the reservation, and never reserve them again.
         unshipped = max(0, oline.quantity - oline.released_qty - oline.shipped_qty)
@@ -357,6 +372,14 @@ async def _apply_refund_effects(session: AsyncSession, order: Order, refund: Ref
         # The stock decision of a refund line is made once; what stock could not take back stays out.
         rline.applied_qty = rline.quantity
     await apply_stock_effects(session, order)
+
+
+async def platform_count_changed(session: AsyncSession, store_id: int, external_sku_key: str, units: int) -> None:
+    """Account for units a shop took off (or put back on) its own count since our last push."""
+    await session.execute(
+        update(Listing).where(Listing.store_id == store_id, Listing.external_sku_key == external_sku_key)
+        .values(sold_since_push=Listing.sold_since_push + units)
+    )
 
 
 async def rebind_lines(session: AsyncSession, store_id: int, external_sku_key: str, sku_id: int | None) -> int:

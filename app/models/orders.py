@@ -65,6 +65,7 @@ class OrderLine(SQLModel, table=True):
     released_qty: int = Field(default=0, sa_type=BigInteger)  # reservation given back (cancel)
     restocked_qty: int = Field(default=0, sa_type=BigInteger)  # came back on hand (returns)
     oversold_qty: int = Field(default=0, sa_type=BigInteger)  # paid but no stock to reserve
+    platform_held: int = Field(default=0, sa_type=BigInteger)  # units the platform took from its own stock
     listing_ref: dict = json_field()
 
 

@@ -45,6 +45,9 @@ class Listing(SQLModel, table=True):
     bound_by: str | None = Field(default=None, max_length=16)  # auto, manual
     pushed_quantity: int | None = Field(default=None, sa_type=BigInteger)
     pushed_at: datetime | None = time_field()
+    # Units the platform took off this listing (sales, less cancels and restocks) since our last
+    # successful push: the platform should now show pushed_quantity - sold_since_push.
+    sold_since_push: int = Field(default=0, sa_type=BigInteger)
     push_error: str | None = Field(default=None, max_length=1000)
     platform_quantity: int | None = Field(default=None, sa_type=BigInteger)
     platform_checked_at: datetime | None = time_field()

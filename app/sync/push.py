@@ -26,6 +26,8 @@ from app.workers.runner import Done, JobContext, Outcome, Retry
 log = logging.getLogger("coopsync.push")
 
 PUSH_JOB = "stock.push"
+CONFLICT_RETRY_S = 0.05  # seconds before a push refused by compare-and-set is tried again
+CONFLICT_PATIENCE_S = 10.0  # seconds of conflicts before the platform's own count is believed
 
 
 async def queue_stock_push(session: AsyncSession, sku_id: int) -> None:
@@ -47,10 +49,24 @@ class PlannedPush:
     external_sku_key: str
     quantity: int
     listing_ref: dict
+    expected: int | None  # what the platform should show now (compare-and-set), None for a blind set
+    sold_snapshot: int  # sold_since_push when planned; a successful set accounts for exactly these
+    previous: int | None  # pushed_quantity before this push
+
+
+def outstanding(listing: Listing) -> int:
+    """What a shop can still sell of a listing plus what it sold that we have not heard of yet."""
+    if listing.pushed_quantity is None:
+        return 0
+    return max(0, listing.pushed_quantity - listing.sold_since_push)
 
 
 async def desired_quantities(session: AsyncSession, sku_ids: set[int]) -> dict[int, int]:
-    """Sellable quantity per listing id for every listing of ``sku_ids``, by each sku's policy."""
+    """Sellable quantity per listing id for every listing of ``sku_ids``, by each sku's policy.
+
+    Under a share policy a listing is also never offered more than the available stock less what
+    the *other* listings still have outstanding: raising one shop waits until the shops whose part
+    shrank were pushed down, so the shops together can never sell more than there is."""
     if not sku_ids:
         return {}
     skus = (await session.execute(select(Sku).where(Sku.id.in_(sku_ids)))).scalars().all()
@@ -58,16 +74,29 @@ async def desired_quantities(session: AsyncSession, sku_ids: set[int]) -> dict[i
         select(Listing, Store).join(Store, Store.id == Listing.store_id).where(Listing.sku_id.in_(sku_ids))
     )).all()
     by_sku: dict[int, list[ShopDemand]] = {}
+    listings_of: dict[int, list[Listing]] = {}
     for listing, store in rows:
         safety = int((store.settings or {}).get("safety_stock", 0) or 0)
         by_sku.setdefault(listing.sku_id, []).append(ShopDemand(listing.id, store.id, safety))
+        listings_of.setdefault(listing.sku_id, []).append(listing)
     result: dict[int, int] = {}
     for sku in skus:
-        result.update(allocate(sku.on_hand - sku.reserved, by_sku.get(sku.id, []), sku.allocation))
+        available = sku.on_hand - sku.reserved
+        offers = allocate(available, by_sku.get(sku.id, []), sku.allocation)
+        if (sku.allocation or {}).get("mode", "shared") != "shared":
+            committed = {l.id: outstanding(l) for l in listings_of.get(sku.id, [])}
+            total = sum(committed.values())
+            for listing_id, offer in offers.items():
+                headroom = max(0, available - (total - committed[listing_id]))
+                offers[listing_id] = min(offer, headroom)
+        result.update(offers)
     return result
 
 
-async def plan_store_push(session: AsyncSession, store_id: int, *, force: bool) -> list[PlannedPush]:
+async def plan_store_push(session: AsyncSession, store_id: int, *, force: bool, cas: bool = False) -> list[PlannedPush]:
+    """Listings whose shop should be told a new figure. With compare-and-set the shop's own count
+    (pushed less sold since) is trusted; without it every change re-asserts the absolute figure,
+    because a platform that answered 200 may not have applied it."""
     listings = (await session.execute(
         select(Listing).where(Listing.store_id == store_id, Listing.sku_id.is_not(None))
     )).scalars().all()
@@ -75,8 +104,10 @@ async def plan_store_push(session: AsyncSession, store_id: int, *, force: bool) 
     plan = []
     for listing in listings:
         quantity = wanted.get(listing.id, 0)
-        if force or listing.pushed_quantity != quantity or listing.push_error:
-            plan.append(PlannedPush(listing.id, listing.external_sku_key, quantity, dict(listing.listing_ref or {})))
+        believed = outstanding(listing) if listing.pushed_quantity is not None else None
+        if force or (believed if cas else listing.pushed_quantity) != quantity or listing.push_error:
+            plan.append(PlannedPush(listing.id, listing.external_sku_key, quantity, dict(listing.listing_ref or {}),
+                                    believed, listing.sold_since_push, listing.pushed_quantity))
     return plan
 
 
@@ -86,13 +117,15 @@ async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[li
         store = await session.get(Store, store_id)
         if store is None:
             return [], Done("store gone")
-        if Capability.STOCK_PUSH not in adapter_class(store.platform).capabilities:
+        capabilities = adapter_class(store.platform).capabilities
+        if Capability.STOCK_PUSH not in capabilities:
             return [], Done("platform cannot take stock pushes")
-        plan = await plan_store_push(session, store_id, force=force)
+        cas = Capability.STOCK_COMPARE_AND_SET in capabilities
+        plan = await plan_store_push(session, store_id, force=force, cas=cas)
     if not plan:
         return [], Done("nothing to push")
     adapter = make_adapter(store, ctx.services.get("http"))
-    levels = [StockLevel(p.external_sku_key, p.quantity, p.listing_ref) for p in plan]
+    levels = [StockLevel(p.external_sku_key, p.quantity, p.listing_ref, p.expected if cas else None) for p in plan]
     outcome: Outcome = Done()
     try:
         results = await adapter.push_stock(levels)
@@ -113,16 +146,32 @@ async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[li
     by_key = {r.external_sku_key: r for r in results}
     report = []
     retry_after = None
+    conflicted = False
+    lowered_skus: set[int] = set()
     now = utcnow()
     async with ctx.db.transaction() as session:
         for p in plan:
             listing = await session.get(Listing, p.listing_id, with_for_update=True)
             result = by_key.get(p.external_sku_key)
             if result is not None and result.ok:
+                if p.expected is not None and p.quantity < p.expected:
+                    lowered_skus.add(listing.sku_id)
                 listing.pushed_quantity = p.quantity
+                # Sales heard of after planning happened after the set (a compare-and-set would have
+                # failed otherwise), so they still count against the new figure.
+                listing.sold_since_push = listing.sold_since_push - p.sold_snapshot
                 listing.pushed_at = now
                 listing.push_error = None
                 STOCK_PUSHES.labels(store.platform, "ok").inc()
+            elif result is not None and result.error_kind == "conflict":
+                conflicted = True
+                STOCK_PUSHES.labels(store.platform, "conflict").inc()
+                if result.current_quantity is not None and _waited_too_long(ctx):
+                    # The sales behind the difference never reached us (a lost webhook): believe the
+                    # platform's count; polling will bring the orders in.
+                    listing.sold_since_push = (listing.pushed_quantity or 0) - result.current_quantity
+                    log.warning("stock push conflict resolved from the platform's count",
+                                extra={"listing": listing.external_sku_key, "platform": result.current_quantity})
             else:
                 error = result.error if result else "no result from the adapter"
                 listing.push_error = (error or "failed")[:1000]
@@ -133,9 +182,22 @@ async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[li
             report.append({"listing_id": p.listing_id, "external_sku_key": p.external_sku_key,
                            "quantity": p.quantity, "ok": bool(result and result.ok),
                            "error": None if result and result.ok else (result.error if result else "no result")})
+        for sku_id in lowered_skus:
+            # Shops whose part was waiting on this one's going down can now be raised.
+            other_stores = (await session.execute(select(Listing.store_id).where(
+                Listing.sku_id == sku_id, Listing.store_id != store_id).distinct())).scalars().all()
+            for other in other_stores:
+                await queue_store_push(session, other)
+    if conflicted:
+        # The shop sold something we have not heard of: wait for its order, then push again.
+        return report, Retry(CONFLICT_RETRY_S, "compare-and-set conflict", counts=False)
     if retry_after is not None:
         outcome = Retry(retry_after, "some listings were throttled or unavailable")
     return report, outcome
+
+
+def _waited_too_long(ctx: JobContext) -> bool:
+    return (utcnow() - ctx.job.created_at).total_seconds() > CONFLICT_PATIENCE_S
 
 
 async def mark_auth_expired(session: AsyncSession, store_id: int, error: str) -> None:

@@ -13,12 +13,17 @@ from app.workers.schedule import Scheduler
 from tests.helpers import ADMIN, create_store
 from tests.sync.conftest import make_jobs_due, stock_of
 
-NOW = datetime.now(timezone.utc)
-SINCE = (NOW - timedelta(days=1)).isoformat()
-UNTIL = (NOW + timedelta(minutes=1)).isoformat()
+def _since() -> str:
+    return (datetime.now(timezone.utc) - timedelta(days=1)).isoformat()
 
 
-async def _resync(client, store_id, resource="orders", since=SINCE, until=UNTIL) -> dict:
+def _until() -> str:
+    return (datetime.now(timezone.utc) + timedelta(minutes=1)).isoformat()
+
+
+async def _resync(client, store_id, resource="orders", since=None, until=None) -> dict:
+    since = _since() if since is None and resource != "inventory" else since
+    until = _until() if until is None and resource != "inventory" else until
     r = await client.post("/v1/resyncs", json={"store_id": store_id, "resource": resource, "since": since,
                                                "until": until}, headers=ADMIN)
     assert r.status_code == 202, r.text
@@ -109,14 +114,14 @@ async def test_cancel_stops_a_running_resync_at_the_next_page(shop, client, db, 
 
 
 async def test_resync_validates_its_request(shop, client):
-    r = await client.post("/v1/resyncs", json={"store_id": shop.store["id"], "resource": "orders", "since": UNTIL,
-                                               "until": SINCE}, headers=ADMIN)
+    r = await client.post("/v1/resyncs", json={"store_id": shop.store["id"], "resource": "orders", "since": _until(),
+                                               "until": _since()}, headers=ADMIN)
     assert r.status_code == 422
-    r = await client.post("/v1/resyncs", json={"store_id": 999, "resource": "orders", "since": SINCE,
-                                               "until": UNTIL}, headers=ADMIN)
+    r = await client.post("/v1/resyncs", json={"store_id": 999, "resource": "orders", "since": _since(),
+                                               "until": _until()}, headers=ADMIN)
     assert r.status_code == 404
     r = await client.post("/v1/resyncs", json={"store_id": shop.store["id"], "resource": "orders",
-                                               "since": "2026-11-28T00:00:00", "until": UNTIL}, headers=ADMIN)
+                                               "since": "2026-11-28T00:00:00", "until": _until()}, headers=ADMIN)
     assert r.status_code == 422  # naive times are refused
 
 
@@ -145,7 +150,7 @@ def _shopify_order(n: int, updated: str) -> dict:
 async def test_throttling_waits_and_goes_on(client, db, runner):
     store = await create_store(client, "shopify", external_shop_id="qinba.myshopify.com",
                                credentials={"access_token": "shpat_x"}, settings={"poll_interval_s": 0})
-    updated = (NOW - timedelta(hours=1)).isoformat()
+    updated = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()
     with respx.mock(assert_all_called=True, assert_all_mocked=True) as mock:
         route = mock.get(url__regex=r"https://qinba\.myshopify\.com/admin/api/.*/orders\.json.*")
         route.side_effect = [httpx.Response(429, headers={"Retry-After": "0.01"}, json={"errors": "slow"}),
@@ -210,7 +215,7 @@ async def test_reconciliation_lists_what_is_missing_and_turns_into_a_resync(shop
     missing = shop.market.sell("tea-250", 1)
     shop.market.ship(first["id"])
     shop.market.take_deliveries()
-    params = {"since": SINCE, "until": UNTIL}
+    params = {"since": _since(), "until": _until()}
     r = await client.get(f"/v1/stores/{shop.store['id']}/reconciliation", params=params, headers=ADMIN)
     assert r.status_code == 200, r.text
     report = r.json()
