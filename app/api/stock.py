@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
@@ -38,6 +38,15 @@ class ReceiptCreate(_Strict):
     quantity: Annotated[StrictInt, Field(gt=0, le=10_000_000)]
     member_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
     lot_ref: Annotated[StrictStr, Field(max_length=128)] | None = None
+
+
+class AllocationPolicy(_Strict):
+    """``shared``: every shop is offered the whole available quantity (less its safety stock).
+    ``shares``: available is split by weight per store id, each part optionally capped."""
+
+    mode: Literal["shared", "shares"] = "shared"
+    shares: dict[str, Annotated[StrictInt, Field(ge=0)]] = Field(default_factory=dict)
+    caps: dict[str, Annotated[StrictInt, Field(ge=0)]] = Field(default_factory=dict)
 
 
 class AdjustmentCreate(_Strict):
@@ -177,6 +186,24 @@ async def create_adjustment(request: Request, body: AdjustmentCreate, db: DbDep,
                      "reserved": current.reserved, "available": current.available}
 
     return await run_idempotent(request, db, principal, work)
+
+
+@router.put("/stock/{sku}/allocation")
+async def put_allocation(sku: str, body: AllocationPolicy, db: DbDep, _: StockWrite):
+    """Set what each shop is offered of this sku; every shop of it is pushed the new figure."""
+    from app.models import Store
+    from app.sync.push import queue_stock_push
+
+    if body.mode == "shares" and not any(body.shares.values()):
+        raise Problem(422, "shares: a shares policy needs at least one store with a positive weight")
+    async with db.transaction() as session:
+        row = await _sku_or_404(session, sku)
+        for store_id in {*body.shares, *body.caps}:
+            if not store_id.isdigit() or await session.get(Store, int(store_id)) is None:
+                raise Problem(422, f"shares/caps: no store {store_id!r}")
+        row.allocation = body.model_dump() if body.mode != "shared" else None
+        await queue_stock_push(session, row.id)
+        return (await stock_out(session, [row]))[0]
 
 
 def _unique_cause(request: Request) -> str:
