@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.api.deps import DbDep, Operator, OrdersRead
 from app.errors import Problem
 from app.models import InboxItem, Order, OrderLine, Refund, RefundLine, Sku
-from app.pagination import MAX_LIMIT, decode_cursor, page
+from app.pagination import MAX_LIMIT, keyset_page
 from app.sync.inbox import replay
 
 router = APIRouter(prefix="/v1", tags=["orders"])
@@ -55,10 +55,7 @@ async def orders_out(session: AsyncSession, orders: list[Order]) -> list[dict]:
 async def list_orders(db: DbDep, _: OrdersRead, limit: Limit = 100, cursor: str | None = None,
                       store_id: int | None = None, status: str | None = None, unbound: bool | None = None,
                       oversold: bool | None = None, external_id: str | None = None):
-    after = decode_cursor(cursor)
-    stmt = select(Order).order_by(Order.id).limit(limit + 1)
-    if after:
-        stmt = stmt.where(Order.id > int(after["id"]))
+    stmt = select(Order)
     if store_id is not None:
         stmt = stmt.where(Order.store_id == store_id)
     if status:
@@ -70,7 +67,7 @@ async def list_orders(db: DbDep, _: OrdersRead, limit: Limit = 100, cursor: str 
     if external_id:
         stmt = stmt.where(Order.external_id == external_id)
     async with db.read() as session:
-        rows, next_cursor = page(list((await session.execute(stmt)).scalars().all()), limit, lambda o: {"id": o.id})
+        rows, next_cursor = await keyset_page(session, stmt, Order.id, limit=limit, cursor=cursor)
         return {"items": await orders_out(session, rows), "next_cursor": next_cursor}
 
 
@@ -86,16 +83,13 @@ async def get_order(order_id: int, db: DbDep, _: OrdersRead):
 @router.get("/refunds")
 async def list_refunds(db: DbDep, _: OrdersRead, limit: Limit = 100, cursor: str | None = None,
                        order_id: int | None = None, status: str | None = None):
-    after = decode_cursor(cursor)
-    stmt = select(Refund).order_by(Refund.id).limit(limit + 1)
-    if after:
-        stmt = stmt.where(Refund.id > int(after["id"]))
+    stmt = select(Refund)
     if order_id is not None:
         stmt = stmt.where(Refund.order_id == order_id)
     if status:
         stmt = stmt.where(Refund.status == status)
     async with db.read() as session:
-        rows, next_cursor = page(list((await session.execute(stmt)).scalars().all()), limit, lambda r: {"id": r.id})
+        rows, next_cursor = await keyset_page(session, stmt, Refund.id, limit=limit, cursor=cursor)
         ids = [r.id for r in rows]
         lines: dict[int, list] = {i: [] for i in ids}
         if ids:
@@ -122,12 +116,9 @@ def inbox_out(row: InboxItem) -> dict:
 
 @router.get("/inbox")
 async def list_inbox(db: DbDep, _: Operator, status: str = "failed", limit: Limit = 100, cursor: str | None = None):
-    after = decode_cursor(cursor)
-    stmt = select(InboxItem).where(InboxItem.status == status).order_by(InboxItem.id).limit(limit + 1)
-    if after:
-        stmt = stmt.where(InboxItem.id > int(after["id"]))
     async with db.read() as session:
-        rows, next_cursor = page(list((await session.execute(stmt)).scalars().all()), limit, lambda r: {"id": r.id})
+        rows, next_cursor = await keyset_page(session, select(InboxItem).where(InboxItem.status == status),
+                                              InboxItem.id, limit=limit, cursor=cursor)
     return {"items": [inbox_out(r) for r in rows], "next_cursor": next_cursor}
 
 

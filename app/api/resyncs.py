@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,7 +15,7 @@ from adapters.errors import AdapterError
 from app.api.deps import DbDep, Operator
 from app.errors import Problem
 from app.models import Listing, Order, Resync, Store
-from app.pagination import MAX_LIMIT, decode_cursor, page
+from app.pagination import MAX_LIMIT, keyset_page
 from app.sync.adapters import adapter_class, make_adapter
 from app.sync.pull import RESYNC_JOB
 from app.sync.push import desired_quantities
@@ -89,14 +89,9 @@ async def post_resync(body: ResyncCreate, db: DbDep, _: Operator):
 @router.get("/resyncs")
 async def list_resyncs(db: DbDep, _: Operator, limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
                        cursor: str | None = None, store_id: int | None = None):
-    before = decode_cursor(cursor)
-    stmt = select(Resync).order_by(Resync.id.desc()).limit(limit + 1)
-    if before:
-        stmt = stmt.where(Resync.id < int(before["id"]))
-    if store_id is not None:
-        stmt = stmt.where(Resync.store_id == store_id)
+    stmt = select(Resync) if store_id is None else select(Resync).where(Resync.store_id == store_id)
     async with db.read() as session:
-        rows, next_cursor = page(list((await session.execute(stmt)).scalars().all()), limit, lambda r: {"id": r.id})
+        rows, next_cursor = await keyset_page(session, stmt, Resync.id, limit=limit, cursor=cursor, newest_first=True)
     return {"items": [resync_out(r) for r in rows], "next_cursor": next_cursor}
 
 
@@ -191,6 +186,3 @@ async def reconciliation_resync(store_id: int, db: DbDep, _: Operator, since: Aw
     async with db.transaction() as session:
         resync = await create_resync(session, store_id, "orders", since, until)
         return resync_out(resync)
-
-
-__all__ = ["router", "Field"]

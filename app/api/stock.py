@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -16,7 +15,7 @@ from app.domain import ledger
 from app.errors import Problem
 from app.idempotency import run_idempotent
 from app.models import Listing, Sku, StockMovement
-from app.pagination import MAX_LIMIT, decode_cursor, page
+from app.pagination import MAX_LIMIT, keyset_page
 
 router = APIRouter(prefix="/v1", tags=["stock"])
 
@@ -102,25 +101,15 @@ async def create_sku(request: Request, body: SkuCreate, db: DbDep, principal: St
 
 @router.get("/skus")
 async def list_skus(db: DbDep, _: StockRead, limit: Limit = 100, cursor: str | None = None):
-    after = decode_cursor(cursor)
-    stmt = select(Sku).order_by(Sku.id).limit(limit + 1)
-    if after:
-        stmt = stmt.where(Sku.id > int(after["id"]))
     async with db.read() as session:
-        rows = (await session.execute(stmt)).scalars().all()
-    rows, next_cursor = page(list(rows), limit, lambda s: {"id": s.id})
+        rows, next_cursor = await keyset_page(session, select(Sku), Sku.id, limit=limit, cursor=cursor)
     return {"items": [sku_out(s) for s in rows], "next_cursor": next_cursor}
 
 
 @router.get("/stock")
 async def list_stock(db: DbDep, _: StockRead, limit: Limit = 100, cursor: str | None = None):
-    after = decode_cursor(cursor)
-    stmt = select(Sku).order_by(Sku.id).limit(limit + 1)
-    if after:
-        stmt = stmt.where(Sku.id > int(after["id"]))
     async with db.read() as session:
-        rows = (await session.execute(stmt)).scalars().all()
-        rows, next_cursor = page(list(rows), limit, lambda s: {"id": s.id})
+        rows, next_cursor = await keyset_page(session, select(Sku), Sku.id, limit=limit, cursor=cursor)
         items = await stock_out(session, rows)
     return {"items": items, "next_cursor": next_cursor}
 
@@ -141,14 +130,10 @@ async def get_stock(sku: str, db: DbDep, _: StockRead):
 
 @router.get("/stock/{sku}/movements")
 async def list_movements(sku: str, db: DbDep, _: StockRead, limit: Limit = 100, cursor: str | None = None):
-    before = decode_cursor(cursor)
     async with db.read() as session:
         row = await _sku_or_404(session, sku)
-        stmt = select(StockMovement).where(StockMovement.sku_id == row.id).order_by(StockMovement.id.desc()).limit(limit + 1)
-        if before:
-            stmt = stmt.where(StockMovement.id < int(before["id"]))
-        moves = list((await session.execute(stmt)).scalars().all())
-    moves, next_cursor = page(moves, limit, lambda m: {"id": m.id})
+        moves, next_cursor = await keyset_page(session, select(StockMovement).where(StockMovement.sku_id == row.id),
+                                               StockMovement.id, limit=limit, cursor=cursor, newest_first=True)
     return {"items": [movement_out(m, row.sku) for m in moves], "next_cursor": next_cursor}
 
 
@@ -211,6 +196,3 @@ def _unique_cause(request: Request) -> str:
     import uuid
 
     return uuid.uuid4().hex
-
-
-__all__ = ["router", "datetime"]

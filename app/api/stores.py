@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -194,6 +194,3 @@ async def put_listings(store_id: int, body: list[ListingBinding], db: DbDep, _: 
             results.append({**listing_out(listing, binding.sku), "lines_bound": applied})
         await queue_store_push(session, store_id)
     return {"items": results, "next_cursor": None}
-
-
-__all__ = ["router", "StrictInt"]

@@ -8,8 +8,6 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from sqlalchemy import select
-
 from adapters.base import OrderDeleted, OrderNotice, OrderSnapshot, RefundNotice, RefundSnapshot, WebhookDelivery
 from adapters.errors import (
     AdapterError,
@@ -26,7 +24,7 @@ from app.models.base import utcnow
 from app.sync.adapters import make_adapter
 from app.sync.push import mark_auth_expired
 from app.workers.jobs import backoff_s, enqueue
-from app.workers.runner import Dead, Done, JobContext, Outcome, Retry
+from app.workers.runner import Done, JobContext, Outcome, Retry
 
 log = logging.getLogger("coopsync.inbox")
 
@@ -128,13 +126,3 @@ async def replay(session, inbox_id: int) -> InboxItem | None:
         row.error = None
         await enqueue(session, "inbox.apply", {"inbox_id": row.id})
     return row
-
-
-async def failed_rows(session, *, status: str, after_id: int | None, limit: int):
-    stmt = select(InboxItem).where(InboxItem.status == status).order_by(InboxItem.id).limit(limit + 1)
-    if after_id is not None:
-        stmt = stmt.where(InboxItem.id > after_id)
-    return (await session.execute(stmt)).scalars().all()
-
-
-__all__ = ["handle_inbox_apply", "replay", "failed_rows", "Dead"]

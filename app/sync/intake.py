@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy import insert, text, update
+from sqlalchemy import insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.api.deps import Database

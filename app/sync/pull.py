@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 
 from adapters.base import Capability, OrderSnapshot, Page, RefundSnapshot, TimeWindow
-from adapters.errors import AdapterError, AuthExpiredError, DependencyNotReady, ThrottledError, TransientError
+from adapters.errors import AdapterError, AuthExpiredError, ThrottledError, TransientError
 from app.domain.reconcile import upsert_order, upsert_refund
 from app.models import Order, Resync, Store, SyncCursor
 from app.models.base import utcnow
@@ -298,6 +298,3 @@ async def handle_drift_check(ctx: JobContext) -> Outcome:
 
 def pull_handlers() -> dict:
     return {RESYNC_JOB: handle_resync, POLL_JOB: handle_poll, "stock.drift_check": handle_drift_check}
-
-
-__all__ = ["pull_handlers", "DependencyNotReady"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -68,6 +67,3 @@ def test_token_cli_refuses_unknown_scope():
                          env={**os.environ, "COOPSYNC_DATABASE_URL": "sqlite+aiosqlite:///:memory:"})
     assert out.returncode != 0
     assert "unknown scopes" in (out.stderr + out.stdout)
-
-
-__all__ = ["asyncio"]

@@ -10,7 +10,7 @@ import respx
 from sqlalchemy import func, select
 
 from adapters.sandbox.market import SandboxMarket
-from app.models import Job, Listing, Store
+from app.models import Job, Listing
 from app.sync.drift import check_store_drift
 from app.workers.runner import JobContext
 from tests.helpers import ADMIN, create_sku, create_store, receive
@@ -170,6 +170,3 @@ async def test_a_transient_push_failure_is_retried(client, db, runner):
     assert route.call_count == 4
     assert {r.request.read() for r in route.calls}.pop()  # every attempt sent the absolute figure
     assert all(b'"available": 7' in c.request.content or b'"available":7' in c.request.content for c in route.calls)
-
-
-__all__ = ["Store"]
