@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import orders, stock, stores, webhooks
+from app.api import orders, resyncs, settlements, stock, stores, webhooks
 from app.api.deps import Database
 from app.config import Settings, get_settings
 from app.db import make_engine, make_sessionmaker
@@ -19,6 +19,7 @@ from app.sync.adapters import close_shared_http, registry
 from app.sync.intake import GroupCommitter
 from app.workers.handlers import default_handlers
 from app.workers.runner import Runner
+from app.workers.schedule import Scheduler
 
 log = logging.getLogger("coopsync")
 
@@ -40,13 +41,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         if settings.workers:
             app.state.runner = Runner(app.state.db, settings, default_handlers())
             await app.state.runner.start()
-            try:
-                from app.workers.schedule import Scheduler
-
-                app.state.scheduler = Scheduler(app.state.db, settings)
-                await app.state.scheduler.start()
-            except ImportError:  # pragma: no cover
-                pass
+            app.state.scheduler = Scheduler(app.state.db, settings)
+            await app.state.scheduler.start()
         from app.workers.gauges import refresh_gauges
 
         async def _refresh() -> None:
@@ -76,12 +72,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(stock.router)
     app.include_router(stores.router)
     app.include_router(orders.router)
-    for module_name in ("app.api.resyncs", "app.api.settlements"):
-        try:
-            module = __import__(module_name, fromlist=["router"])
-            app.include_router(module.router)
-        except ImportError:  # pragma: no cover - these land with their issues
-            pass
+    app.include_router(resyncs.router)
+    app.include_router(settlements.router)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
 

@@ -84,7 +84,8 @@ class Refund(SQLModel, table=True):
     placed_at: datetime | None = time_field()
     platform_updated_at: datetime = time_field(nullable=False)
     succeeded_at: datetime | None = time_field()
-    # A refund that succeeded after its order was settled goes into a later statement.
+    # The statement that counted this refund: its order's, or (a late refund, after its order
+    # was settled) a later one as a negative line. Never counted twice.
     settlement_id: str | None = Field(default=None, foreign_key="settlement.id", max_length=36, index=True)
     raw: dict | list | None = json_field(default_factory=lambda: None, nullable=True)
     created_at: datetime = time_field(default_now=True)

@@ -66,6 +66,6 @@ class DeliveryAttempt(SQLModel, table=True):
     started_at: datetime = time_field(default_now=True)
     duration_ms: int = 0
     status_code: int | None = None
-    outcome: str = Field(max_length=16)  # delivered, retry, dead
+    outcome: str = Field(max_length=16)  # in_flight, delivered, retry, dead, interrupted (worker died mid-POST)
     error_kind: str | None = Field(default=None, max_length=32)
     response_excerpt: str | None = Field(default=None, max_length=1000)

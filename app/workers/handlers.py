@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from app.dividends.delivery import dividend_handlers
 from app.sync.inbox import handle_inbox_apply
 from app.sync.pull import pull_handlers
 from app.sync.push import PUSH_JOB, handle_stock_push
@@ -14,10 +15,5 @@ def default_handlers() -> dict[str, Handler]:
         PUSH_JOB: handle_stock_push,
     }
     handlers.update(pull_handlers())
-    try:
-        from app.dividends.delivery import dividend_handlers
-
-        handlers.update(dividend_handlers())
-    except ImportError:  # pragma: no cover - settlement lands separately
-        pass
+    handlers.update(dividend_handlers())
     return handlers

@@ -1,0 +1,1 @@
+"""Dividend statements leave the service here: Standard Webhooks signing and exactly-once-effect delivery."""

@@ -1,0 +1,425 @@
+"""Settlement: settle what is due into one frozen statement per currency, with its lines, member shares
+and the outbox job that delivers it, all in one transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import orjson
+from sqlalchemy import exists, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
+
+from app.domain.allocation import largest_remainder
+from app.models import (
+    LotConsumption,
+    MemberShare,
+    Order,
+    OrderLine,
+    Refund,
+    RefundLine,
+    Settlement,
+    SettlementLine,
+    StockMovement,
+    Store,
+)
+from app.models.base import utcnow
+from app.workers.jobs import enqueue
+
+DELIVER_JOB = "dividend.deliver"
+COOPERATIVE = "cooperative"  # the member id of stock that no member household supplied
+DEFAULT_RETURN_WINDOW_DAYS = 30
+DEFAULT_JOB_MAX_ATTEMPTS = 32  # the delivery handler gives up (dead) on its own cap before this
+
+_DELIVERED = "delivered"
+_OPEN = "open"
+_SUCCEEDED = "succeeded"
+
+
+IN_CHUNK = 1000  # ids per IN list: asyncpg takes at most 32767 bind parameters per statement
+
+
+def _chunks(ids) -> list[list]:
+    ordered = sorted(ids, key=lambda i: (i is None, i))
+    return [ordered[i:i + IN_CHUNK] for i in range(0, len(ordered), IN_CHUNK)]
+
+
+async def _scalars_in(session: AsyncSession, make, ids) -> list:
+    """``make(chunk)`` run over ascending chunks of ``ids`` (ascending keeps lock order across chunks)."""
+    out: list = []
+    for chunk in _chunks(ids):
+        out.extend((await session.execute(make(chunk))).scalars().all())
+    return out
+
+
+async def _rows_in(session: AsyncSession, make, ids) -> list:
+    out: list = []
+    for chunk in _chunks(ids):
+        out.extend((await session.execute(make(chunk))).all())
+    return out
+
+
+async def _update_in(session: AsyncSession, make, ids) -> int:
+    count = 0
+    for chunk in _chunks(ids):
+        count += (await session.execute(make(chunk).execution_options(synchronize_session=False))).rowcount
+    return count
+
+
+class SettlementConflict(Exception):
+    """Another run settled some of the same orders or refunds first; nothing was written."""
+
+
+def delivery_key(settlement_id: str) -> str:
+    """The job dedupe and lock key of a statement's delivery."""
+    return f"dividend:{settlement_id}"
+
+
+def body_bytes(body: dict) -> bytes:
+    """The one serialisation of a statement body: sorted keys, no spaces, so every retry sends the
+    very same bytes and the signature is over exactly what goes on the wire."""
+    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+
+
+def fee_from_rate(total_minor: int, fee_rate_bp: int) -> int:
+    """``total * rate / 10000`` rounded half up (away from zero on the magnitude), integers only."""
+    magnitude = (abs(total_minor) * fee_rate_bp + 5000) // 10000
+    return magnitude if total_minor >= 0 else -magnitude
+
+
+def order_fee(order: Order, store_settings: dict | None) -> int:
+    """The platform's own fee when it reports one, else the store's fee rate (basis points)."""
+    if order.platform_fee_minor is not None:
+        return order.platform_fee_minor
+    rate = int((store_settings or {}).get("fee_rate_bp", 0) or 0)
+    return fee_from_rate(order.total_minor, rate)
+
+
+def return_window(store_settings: dict | None) -> timedelta:
+    raw = (store_settings or {}).get("return_window_days", DEFAULT_RETURN_WINDOW_DAYS)
+    days = DEFAULT_RETURN_WINDOW_DAYS if raw is None else raw
+    return timedelta(days=max(0, int(days)))
+
+
+def split(amount: int, weights: dict) -> dict:
+    """Largest-remainder split over positive weights; with none, the whole amount sits under ``None``
+    (the caller gives it to the cooperative), so parts always add up to ``amount``."""
+    positive = {k: w for k, w in weights.items() if w > 0}
+    if not positive:
+        return {None: amount}
+    return largest_remainder(amount, positive)
+
+
+def line_weights(lines: list[OrderLine]) -> dict[int, int]:
+    """Order lines weighted by their total; by quantity when no line carries money."""
+    by_total = {l.id: l.total_minor for l in lines if l.total_minor > 0}
+    if by_total:
+        return by_total
+    return {l.id: l.quantity for l in lines if l.quantity > 0}
+
+
+def refund_weights(refund_lines: list[RefundLine], lines: list[OrderLine]) -> dict[int, int]:
+    """Where a refund's money came off: its lines' amounts, else their value at unit price, else the
+    order's lines pro rata (a refund without line detail)."""
+    known = {l.id: l for l in lines}
+    amounts: dict[int, int] = defaultdict(int)
+    for rl in refund_lines:
+        if rl.order_line_id in known and rl.amount_minor > 0:
+            amounts[rl.order_line_id] += rl.amount_minor
+    if amounts:
+        return dict(amounts)
+    for rl in refund_lines:
+        if rl.order_line_id in known and rl.quantity > 0:
+            amounts[rl.order_line_id] += rl.quantity * max(0, known[rl.order_line_id].unit_price_minor)
+    if sum(amounts.values()) > 0:
+        return dict(amounts)
+    return line_weights(lines)
+
+
+def _lot_sort_key(key: tuple[int | None, str | None]):
+    lot_id, member = key
+    return (lot_id is None, lot_id or 0, member or "")
+
+
+@dataclass
+class _Line:
+    kind: str
+    order: Order
+    gross: int
+    refunds: int
+    fees: int
+    refund: Refund | None = None
+
+    @property
+    def net(self) -> int:
+        return self.gross - self.refunds - self.fees
+
+
+@dataclass
+class _Draft:
+    currency: str
+    lines: list[_Line] = field(default_factory=list)
+    shares: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    refund_ids: list[int] = field(default_factory=list)  # succeeded refunds settled with their order
+
+
+async def due_order_ids(session: AsyncSession, now: datetime) -> list[int]:
+    """Delivered, unsettled orders whose store's return window has passed and that have no open refund."""
+    open_refund = exists().where(Refund.order_id == Order.id, Refund.status == _OPEN)
+    rows = (await session.execute(
+        select(Order.id, Order.delivered_at, Store.settings).join(Store, Store.id == Order.store_id)
+        .where(Order.status == _DELIVERED, Order.settlement_id.is_(None), Order.delivered_at.is_not(None),
+               Order.delivered_at <= now, ~open_refund)
+        .order_by(Order.id)
+    )).all()
+    return [oid for oid, delivered_at, settings in rows if delivered_at + return_window(settings) <= now]
+
+
+async def late_refund_ids(session: AsyncSession) -> list[int]:
+    """Succeeded refunds whose order was settled already and that no statement has taken off yet."""
+    rows = (await session.execute(
+        select(Refund.id).join(Order, Order.id == Refund.order_id)
+        .where(Refund.status == _SUCCEEDED, Refund.settlement_id.is_(None), Order.settlement_id.is_not(None))
+        .order_by(Refund.id)
+    )).scalars().all()
+    return list(rows)
+
+
+async def _lock_due_orders(session: AsyncSession, ids: list[int], now: datetime) -> list[Order]:
+    """Lock the candidates (in id order, so two runs cannot deadlock) and keep those still due.
+
+    On PostgreSQL a second run waits here for the first; once that one commits, the re-checked
+    ``settlement_id IS NULL`` drops the orders it took. Reconcile locks an order row before it
+    touches the order's refunds, so "no open refund", read after the lock, stays true until commit.
+    """
+    if not ids:
+        return []
+    locked = await _scalars_in(session, lambda chunk: (
+        select(Order).where(Order.id.in_(chunk), Order.settlement_id.is_(None)).order_by(Order.id)
+        .with_for_update().execution_options(populate_existing=True)), ids)
+    if not locked:
+        return []
+    still_open = set(await _scalars_in(session, lambda chunk: select(Refund.order_id).where(
+        Refund.order_id.in_(chunk), Refund.status == _OPEN), [o.id for o in locked]))
+    stores = await _store_settings(session, {o.store_id for o in locked})
+    return [o for o in locked
+            if o.status == _DELIVERED and o.delivered_at is not None and o.id not in still_open
+            and o.delivered_at + return_window(stores.get(o.store_id)) <= now]
+
+
+async def _lock_late_refunds(session: AsyncSession, ids: list[int]) -> list[Refund]:
+    if not ids:
+        return []
+    return await _scalars_in(session, lambda chunk: (
+        select(Refund).where(Refund.id.in_(chunk), Refund.settlement_id.is_(None), Refund.status == _SUCCEEDED)
+        .order_by(Refund.id).with_for_update().execution_options(populate_existing=True)), ids)
+
+
+async def _store_settings(session: AsyncSession, store_ids) -> dict[int, dict]:
+    return {s.id: s.settings for s in await _scalars_in(session, lambda chunk: select(Store).where(
+        Store.id.in_(chunk)), store_ids)}
+
+
+async def _supplied_by_line(session: AsyncSession, line_ids: set[int]) -> dict[int, dict[tuple, int]]:
+    """Units each lot still holds sold on each line: consumption less what came back (negative rows)."""
+    result: dict[int, dict[tuple, int]] = defaultdict(lambda: defaultdict(int))
+    if not line_ids:
+        return result
+    rows = await _rows_in(session, lambda chunk: (
+        select(LotConsumption.order_line_id, LotConsumption.lot_id, LotConsumption.member_id, LotConsumption.quantity)
+        .where(LotConsumption.order_line_id.in_(chunk))), line_ids)
+    for line_id, lot_id, member, qty in rows:
+        result[line_id][(lot_id, member if lot_id is not None else None)] += qty
+    return result
+
+
+async def _returned_by_refund(session: AsyncSession, refund_ids: list[int]) -> dict[int, dict[int, dict[tuple, int]]]:
+    """refund id → line id → lot → units its restock gave back to that lot.
+
+    Relies on reconcile's cause key ``refund:<id>:line:<n>:restock`` for a refund's restock movement."""
+    result: dict[int, dict[int, dict[tuple, int]]] = {}
+    for refund_id in refund_ids:
+        rows = (await session.execute(
+            select(LotConsumption.order_line_id, LotConsumption.lot_id, LotConsumption.member_id,
+                   LotConsumption.quantity)
+            .join(StockMovement, StockMovement.id == LotConsumption.movement_id)
+            .where(StockMovement.cause_key.like(f"refund:{refund_id}:line:%:restock"))
+        )).all()
+        per_line: dict[int, dict[tuple, int]] = defaultdict(lambda: defaultdict(int))
+        for line_id, lot_id, member, qty in rows:
+            per_line[line_id][(lot_id, member if lot_id is not None else None)] += -qty
+        result[refund_id] = per_line
+    return result
+
+
+def _add_shares(shares: dict[str, int], per_line: dict, supplied: dict[int, dict[tuple, int]]) -> None:
+    for line_id, amount in per_line.items():
+        lots = {k: v for k, v in supplied.get(line_id, {}).items() if v > 0} if line_id is not None else {}
+        for member, part in member_split(amount, lots).items():
+            shares[member] += part
+
+
+def member_split(amount: int, lots: dict[tuple[int | None, str | None], int]) -> dict[str, int]:
+    """A line's money over the lots that supplied it, pro rata by units, largest remainder, summed per
+    member; the cooperative takes what no member lot supplied (or everything, with no lot at all)."""
+    ordered = {k: lots[k] for k in sorted(lots, key=_lot_sort_key) if lots[k] > 0}
+    result: dict[str, int] = defaultdict(int)
+    for key, part in split(amount, ordered).items():
+        member = COOPERATIVE if key is None or key[0] is None or not key[1] else key[1]
+        result[member] += part
+    return dict(result)
+
+
+async def run_settlement(session: AsyncSession, *, now: datetime | None = None, run_id: str | None = None,
+                         job_max_attempts: int = DEFAULT_JOB_MAX_ATTEMPTS) -> list[Settlement]:
+    """Settle everything due in the caller's transaction; returns the statements written (maybe none).
+
+    Raises ``SettlementConflict`` (the caller's transaction must roll back) if a concurrent run got
+    some of the same rows first despite the locks; a plain retry then settles the rest.
+    """
+    now = now or utcnow()
+    run_id = run_id or str(uuid.uuid4())
+    orders = await _lock_due_orders(session, await due_order_ids(session, now), now)
+    late = await _lock_late_refunds(session, await late_refund_ids(session))
+    if not orders and not late:
+        return []
+
+    order_ids = {o.id for o in orders} | {r.order_id for r in late}
+    all_orders = {o.id: o for o in orders}
+    missing = order_ids - set(all_orders)
+    if missing:
+        for o in await _scalars_in(session, lambda chunk: select(Order).where(Order.id.in_(chunk)), missing):
+            all_orders[o.id] = o
+    stores = await _store_settings(session, {o.store_id for o in all_orders.values()})
+    lines_by_order: dict[int, list[OrderLine]] = defaultdict(list)
+    for line in await _scalars_in(session, lambda chunk: select(OrderLine).where(OrderLine.order_id.in_(chunk))
+                                  .order_by(OrderLine.order_id, OrderLine.line_no, OrderLine.id), order_ids):
+        lines_by_order[line.order_id].append(line)
+    succeeded: dict[int, list[Refund]] = defaultdict(list)
+    for refund in await _scalars_in(session, lambda chunk: select(Refund).where(
+            Refund.order_id.in_(chunk), Refund.status == _SUCCEEDED).order_by(Refund.id), [o.id for o in orders]):
+        succeeded[refund.order_id].append(refund)
+    refund_ids = [r.id for rs in succeeded.values() for r in rs] + [r.id for r in late]
+    refund_lines: dict[int, list[RefundLine]] = defaultdict(list)
+    for rl in await _scalars_in(session, lambda chunk: select(RefundLine).where(RefundLine.refund_id.in_(chunk))
+                                .order_by(RefundLine.refund_id, RefundLine.line_no), refund_ids):
+        refund_lines[rl.refund_id].append(rl)
+    supplied = await _supplied_by_line(session, {l.id for ls in lines_by_order.values() for l in ls})
+    for line in (l for ls in lines_by_order.values() for l in ls):
+        # Units that shipped with no stock on the ledger (oversold) consumed no member lot: nobody's
+        # household supplied them, so their part goes to the cooperative rather than to the lots.
+        shortfall = (line.shipped_qty - line.restocked_qty) - sum(supplied.get(line.id, {}).values())
+        if line.sku_id is not None and shortfall > 0:
+            supplied[line.id][(None, None)] += shortfall
+    returned = await _returned_by_refund(session, [r.id for r in late])
+
+    drafts: dict[str, _Draft] = {}
+    for order in orders:
+        draft = drafts.setdefault(order.currency, _Draft(order.currency))
+        lines = lines_by_order[order.id]
+        weights = line_weights(lines)
+        fees = order_fee(order, stores.get(order.store_id))
+        refunds = succeeded[order.id]
+        line = _Line("order", order, gross=order.total_minor, refunds=sum(r.amount_minor for r in refunds), fees=fees)
+        draft.lines.append(line)
+        draft.refund_ids.extend(r.id for r in refunds)
+        # Each order line's net: its part of the gross and the fees (pro rata by line total) less the
+        # refunds that came off it. Summed over the lines this is the order's net, to the fen.
+        per_line: dict[int | None, int] = defaultdict(int)
+        for key, part in split(order.total_minor, weights).items():
+            per_line[key] += part
+        for key, part in split(fees, weights).items():
+            per_line[key] -= part
+        for refund in refunds:
+            for key, part in split(refund.amount_minor, refund_weights(refund_lines[refund.id], lines)).items():
+                per_line[key] -= part
+        _add_shares(draft.shares, per_line, supplied)
+
+    for refund in late:
+        order = all_orders[refund.order_id]
+        draft = drafts.setdefault(order.currency, _Draft(order.currency))
+        lines = lines_by_order[order.id]
+        draft.lines.append(_Line("late_refund", order, gross=0, refunds=refund.amount_minor, fees=0, refund=refund))
+        back = returned.get(refund.id, {})
+        for key, part in split(-refund.amount_minor, refund_weights(refund_lines[refund.id], lines)).items():
+            # Goods this refund brought back name the lots that bear it; a money-only refund is borne
+            # by the lots that (still) supplied the line, like the sale it reverses.
+            lots = back.get(key) if key is not None else None
+            if not lots or sum(v for v in lots.values() if v > 0) <= 0:
+                lots = supplied.get(key, {}) if key is not None else {}
+            for member, share in member_split(part, lots).items():
+                draft.shares[member] += share
+
+    created: list[Settlement] = []
+    for currency in sorted(drafts):
+        created.append(await _write(session, drafts[currency], run_id, now, job_max_attempts))
+    return created
+
+
+async def _write(session: AsyncSession, draft: _Draft, run_id: str, now: datetime,
+                 job_max_attempts: int) -> Settlement:
+    settlement_id = str(uuid.uuid4())
+    gross = sum(l.gross for l in draft.lines)
+    refunds = sum(l.refunds for l in draft.lines)
+    fees = sum(l.fees for l in draft.lines)
+    net = gross - refunds - fees
+    shares = sorted((m, v) for m, v in draft.shares.items() if v != 0)
+    if sum(v for _, v in shares) != net:  # an arithmetic bug must never reach a household
+        raise AssertionError(f"member shares {sum(v for _, v in shares)} do not add up to net {net}")
+    entries = []
+    for l in draft.lines:
+        entry = {"order_id": l.order.id, "store_id": l.order.store_id, "external_id": l.order.external_id,
+                 "kind": l.kind, "gross_minor": l.gross, "refunds_minor": l.refunds, "platform_fees_minor": l.fees,
+                 "net_minor": l.net}
+        if l.refund is not None:
+            entry.update(refund_id=l.refund.id, refund_external_id=l.refund.external_id)
+        entries.append(entry)
+    # The frozen body: exactly the DESIGN settlement shape that is sent. ``delivery`` is deliberately
+    # absent: it changes after sending (status, attempts), and a body that changed between retries
+    # would break the receiver's dedupe by key and our "never changed after creation" promise. The
+    # API adds it from the live columns.
+    body = {"id": settlement_id, "currency": draft.currency, "gross_minor": gross, "refunds_minor": refunds,
+            "platform_fees_minor": fees, "net_minor": net, "orders": entries,
+            "member_shares": [{"member_id": m, "net_minor": v} for m, v in shares],
+            "created_at": now.isoformat()}
+    settlement = Settlement(id=settlement_id, run_id=run_id, currency=draft.currency, gross_minor=gross,
+                            refunds_minor=refunds, platform_fees_minor=fees, net_minor=net, body=body,
+                            created_at=now)
+    session.add(settlement)
+    await session.flush()  # the lines and the orders' settlement_id reference it
+    for l in draft.lines:
+        session.add(SettlementLine(settlement_id=settlement_id, kind=l.kind, order_id=l.order.id,
+                                   refund_id=l.refund.id if l.refund else None, store_id=l.order.store_id,
+                                   external_id=l.order.external_id, gross_minor=l.gross, refunds_minor=l.refunds,
+                                   fees_minor=l.fees, net_minor=l.net))
+    for member, value in shares:
+        session.add(MemberShare(settlement_id=settlement_id, member_id=member, net_minor=value))
+    await session.flush()
+
+    # Conditional claims: belt and braces over the row locks. If any row was taken meanwhile, the
+    # whole run rolls back rather than put one order or refund into two statements.
+    order_ids = [l.order.id for l in draft.lines if l.kind == "order"]
+    refund_ids = draft.refund_ids + [l.refund.id for l in draft.lines if l.refund is not None]
+    taken = await _update_in(session, lambda chunk: update(Order).where(
+        Order.id.in_(chunk), Order.settlement_id.is_(None)).values(settlement_id=settlement_id), order_ids)
+    if taken != len(order_ids):
+        raise SettlementConflict("another settlement run took some of these orders first")
+    # Refunds settled with their order are marked too, so they never come back as "late".
+    taken = await _update_in(session, lambda chunk: update(Refund).where(
+        Refund.id.in_(chunk), Refund.settlement_id.is_(None)).values(settlement_id=settlement_id), refund_ids)
+    if taken != len(refund_ids):
+        raise SettlementConflict("another settlement run took some of these refunds first")
+    # Keep the loaded objects truthful without a second (unconditional) UPDATE at flush.
+    for l in draft.lines:
+        if l.kind == "order":
+            set_committed_value(l.order, "settlement_id", settlement_id)
+        if l.refund is not None:
+            set_committed_value(l.refund, "settlement_id", settlement_id)
+    # The outbox: the delivery job commits or rolls back with the statement itself.
+    key = delivery_key(settlement_id)
+    await enqueue(session, DELIVER_JOB, {"settlement_id": settlement_id, "attempts_before": 0},
+                  dedupe_key=key, lock_key=key, max_attempts=job_max_attempts)
+    return settlement

@@ -1,0 +1,1 @@
+"""Dividend statements: signing and delivery."""
