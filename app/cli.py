@@ -65,7 +65,10 @@ def worker(
     from app.workers.runner import Runner
     from app.workers.schedule import Scheduler
 
+    from app.sync import push
+
     settings = get_settings()
+    push.configure(settings.stock_push_debounce_s)
     if concurrency:
         settings = settings.model_copy(update={"worker_concurrency": concurrency})
     configure_logging(settings.log_format, settings.log_level)

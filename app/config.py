@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     scheduler_tick_s: float = 5.0  # seconds between scheduler passes (polls, settlement)
     poll_overlap_s: float = 300.0  # seconds a poll window reaches back before the last high water
     poll_lag_s: float = 60.0  # seconds a poll window stops short of now
-    stock_push_debounce_s: float = 0.0  # seconds to wait so several changes go out as one push
+    stock_push_debounce_s: float = 0.05  # seconds a push waits so a burst of sales goes out as one figure
     inbox_group_commit_ms: float = 2.0  # how long intake waits to gather rows into one commit
 
     @field_validator("database_url")

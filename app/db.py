@@ -11,6 +11,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # milliseconds a writer waits for the lock before failing
+READ_ONLY_OPTION = "coopsync_read_only"  # execution option: this transaction only reads
 
 
 def _prepare_sqlite(engine: AsyncEngine) -> None:
@@ -28,7 +29,10 @@ def _prepare_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn):  # pragma: no cover
-        # Take the write lock up front: two deferred transactions that both read then write
+        if conn.get_execution_options().get(READ_ONLY_OPTION):
+            conn.exec_driver_sql("BEGIN")  # readers never wait for the writer in WAL mode
+            return
+        # Writers take the write lock up front: two deferred transactions that both read then write
         # would otherwise deadlock into SQLITE_BUSY instead of queueing (lost-update defence).
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 

@@ -15,6 +15,7 @@ from app.errors import install_error_handlers
 from app.health import router as health_router
 from app.logging import configure_logging
 from app.middleware import RequestContextMiddleware
+from app.sync import push
 from app.sync.adapters import close_shared_http, registry
 from app.sync.intake import GroupCommitter
 from app.workers.handlers import default_handlers
@@ -29,6 +30,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     if configure_logs:
         configure_logging(settings.log_format, settings.log_level)
     registry()  # a broken adapter stops start-up here, with a message naming it
+    push.configure(settings.stock_push_debounce_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

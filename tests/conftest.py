@@ -85,7 +85,7 @@ def database_url(engine_name, tmp_path_factory) -> str:
 
 def test_settings(database_url: str, **overrides) -> Settings:
     values = dict(database_url=database_url, admin_token=ADMIN_TOKEN, workers=False, log_format="console",
-                  job_lease_s=30.0, inbox_group_commit_ms=1.0, dividend_url="http://dividends.test/statements",
+                  job_lease_s=30.0, inbox_group_commit_ms=1.0, stock_push_debounce_s=0.0, dividend_url="http://dividends.test/statements",
                   dividend_secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", dividend_backoff_base_s=1.0)
     values.update(overrides)
     return Settings(**values)

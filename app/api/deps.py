@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from typing import Annotated, AsyncIterator
 
 from fastapi import Depends, Request
@@ -11,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
+from app.db import READ_ONLY_OPTION
 from app.errors import Problem
 from app.models import ApiToken
 from app.security import Principal, expand_scopes, hash_token, same_secret
@@ -20,17 +22,41 @@ from app.security import Principal, expand_scopes, hash_token, same_secret
 class Database:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    _writer: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    _writer_task: asyncio.Task | None = field(default=None, repr=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """One unit of work: services flush, this commits once before the answer is sent."""
-        async with self.sessions() as session:
-            async with session.begin():
-                yield session
+        """One unit of work: services flush, this commits once before the answer is sent.
+
+        On SQLite the writers of this process queue here, in order, instead of in SQLite's busy
+        handler, which sleeps in growing steps and lets a burst of writers starve each other."""
+        if not self.is_sqlite:
+            async with self.sessions() as session:
+                async with session.begin():
+                    yield session
+            return
+        if self._writer_task is asyncio.current_task() and self._writer.locked():
+            raise RuntimeError("a write transaction inside another on the same task would deadlock")
+        async with self._writer:
+            self._writer_task = asyncio.current_task()
+            try:
+                async with self.sessions() as session:
+                    async with session.begin():
+                        yield session
+            finally:
+                self._writer_task = None
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
+        """A session for reading: on SQLite its transaction is deferred and never takes the write lock."""
         async with self.sessions() as session:
+            if self.is_sqlite:
+                await session.connection(execution_options={READ_ONLY_OPTION: True})
             yield session
 
 

@@ -13,7 +13,7 @@ from app.models.base import id_field, json_field, time_field
 class Job(SQLModel, table=True):
     __tablename__ = "job"
     __table_args__ = (
-        Index("ix_job_due", "status", "run_after"),
+        Index("ix_job_due", "status", "priority", "run_after"),
         # At most one queued job per dedupe key: a burst of stock changes coalesces into one push.
         Index("uq_job_dedupe_queued", "dedupe_key", unique=True,
               postgresql_where=text("status = 'queued'"), sqlite_where=text("status = 'queued'")),
@@ -26,6 +26,7 @@ class Job(SQLModel, table=True):
     name: str = Field(max_length=64, index=True)  # dotted: inbox.apply, stock.push, dividend.deliver
     payload: dict = json_field()
     status: str = Field(default="queued", max_length=16)  # queued, running, done, dead, cancelled
+    priority: int = Field(default=100)  # lower runs first among due jobs: stock pushes before the rest
     run_after: datetime = time_field(default_now=True)
     attempts: int = 0
     max_attempts: int = 20

@@ -124,7 +124,7 @@ class GroupCommitter:
             inserted = {(r[1], r[2]): r[0] for r in (await session.execute(stmt)).all()}
             if inserted:
                 await session.execute(insert(Job), [
-                    dict(name=INBOX_APPLY_JOB, payload={"inbox_id": inbox_id}, status="queued", run_after=now,
+                    dict(name=INBOX_APPLY_JOB, payload={"inbox_id": inbox_id}, status="queued", run_after=now, priority=100,
                          attempts=0, max_attempts=20, created_at=now, updated_at=now)
                     for inbox_id in inserted.values()
                 ])

@@ -20,14 +20,22 @@ from app.metrics import STOCK_PUSHES
 from app.models import Listing, Sku, Store
 from app.models.base import utcnow
 from app.sync.adapters import adapter_class, make_adapter
-from app.workers.jobs import enqueue
+from app.workers.jobs import enqueue, later
 from app.workers.runner import Done, JobContext, Outcome, Retry
 
 log = logging.getLogger("coopsync.push")
 
 PUSH_JOB = "stock.push"
+PUSH_PRIORITY = 10  # pushes run before other due work: a stale figure is what oversells
+PUSH_DEBOUNCE_S = 0.05  # seconds a push waits so a burst of sales goes out as one figure; see configure()
 CONFLICT_RETRY_S = 0.05  # seconds before a push refused by compare-and-set is tried again
 CONFLICT_PATIENCE_S = 10.0  # seconds of conflicts before the platform's own count is believed
+
+
+def configure(debounce_s: float) -> None:
+    """Apply the process's settings (called at start-up; the ledger queues pushes without settings)."""
+    global PUSH_DEBOUNCE_S
+    PUSH_DEBOUNCE_S = max(0.0, debounce_s)
 
 
 async def queue_stock_push(session: AsyncSession, sku_id: int) -> None:
@@ -38,9 +46,13 @@ async def queue_stock_push(session: AsyncSession, sku_id: int) -> None:
         await queue_store_push(session, store_id)
 
 
-async def queue_store_push(session: AsyncSession, store_id: int, *, force: bool = False) -> None:
+async def queue_store_push(session: AsyncSession, store_id: int, *, force: bool = False,
+                           debounce_s: float | None = None) -> None:
+    """One queued push per store; changes inside the debounce window ride on the same push."""
     key = f"{PUSH_JOB}:{store_id}"
-    await enqueue(session, PUSH_JOB, {"store_id": store_id, "force": force}, dedupe_key=key, lock_key=key)
+    wait = PUSH_DEBOUNCE_S if debounce_s is None else debounce_s
+    await enqueue(session, PUSH_JOB, {"store_id": store_id, "force": force}, dedupe_key=key, lock_key=key,
+                  run_after=later(wait) if wait > 0 else None, priority=PUSH_PRIORITY)
 
 
 @dataclass(frozen=True)
@@ -94,20 +106,26 @@ async def desired_quantities(session: AsyncSession, sku_ids: set[int]) -> dict[i
 
 
 async def plan_store_push(session: AsyncSession, store_id: int, *, force: bool, cas: bool = False) -> list[PlannedPush]:
-    """Listings whose shop should be told a new figure. With compare-and-set the shop's own count
-    (pushed less sold since) is trusted; without it every change re-asserts the absolute figure,
-    because a platform that answered 200 may not have applied it."""
-    listings = (await session.execute(
-        select(Listing).where(Listing.store_id == store_id, Listing.sku_id.is_not(None))
-    )).scalars().all()
-    wanted = await desired_quantities(session, {l.sku_id for l in listings})
+    """Listings whose shop should be told a new figure.
+
+    Under a share policy, on a platform with compare-and-set, the shop's own count (pushed less sold
+    since) is trusted and the push names it as the expected figure. Otherwise (the shared policy, or
+    no compare-and-set) every change re-asserts the absolute figure blindly: a platform that answered
+    200 may not have applied it, and a shop selling fast would starve a compare-and-set push that
+    the shared policy cannot make safe anyway."""
+    rows = (await session.execute(
+        select(Listing, Sku.allocation).join(Sku, Sku.id == Listing.sku_id)
+        .where(Listing.store_id == store_id, Listing.sku_id.is_not(None))
+    )).all()
+    wanted = await desired_quantities(session, {listing.sku_id for listing, _ in rows})
     plan = []
-    for listing in listings:
+    for listing, policy in rows:
         quantity = wanted.get(listing.id, 0)
+        guarded = cas and (policy or {}).get("mode", "shared") != "shared"
         believed = outstanding(listing) if listing.pushed_quantity is not None else None
-        if force or (believed if cas else listing.pushed_quantity) != quantity or listing.push_error:
+        if force or (believed if guarded else listing.pushed_quantity) != quantity or listing.push_error:
             plan.append(PlannedPush(listing.id, listing.external_sku_key, quantity, dict(listing.listing_ref or {}),
-                                    believed, listing.sold_since_push, listing.pushed_quantity))
+                                    believed if guarded else None, listing.sold_since_push, listing.pushed_quantity))
     return plan
 
 
@@ -125,7 +143,7 @@ async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[li
     if not plan:
         return [], Done("nothing to push")
     adapter = make_adapter(store, ctx.services.get("http"))
-    levels = [StockLevel(p.external_sku_key, p.quantity, p.listing_ref, p.expected if cas else None) for p in plan]
+    levels = [StockLevel(p.external_sku_key, p.quantity, p.listing_ref, p.expected) for p in plan]
     outcome: Outcome = Done()
     try:
         results = await adapter.push_stock(levels)
@@ -158,7 +176,8 @@ async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[li
                     lowered_skus.add(listing.sku_id)
                 listing.pushed_quantity = p.quantity
                 # Sales heard of after planning happened after the set (a compare-and-set would have
-                # failed otherwise), so they still count against the new figure.
+                # failed otherwise), so they still count against the new figure. After a blind set
+                # the count is only a hint; the absolute figure is re-asserted on every change.
                 listing.sold_since_push = listing.sold_since_push - p.sold_snapshot
                 listing.pushed_at = now
                 listing.push_error = None

@@ -47,10 +47,11 @@ async def enqueue(
     dedupe_key: str | None = None,
     lock_key: str | None = None,
     max_attempts: int = 20,
+    priority: int = 100,
 ) -> bool:
     """Add a job in the current transaction. With ``dedupe_key``, a job already queued under the
     same key absorbs this one (returns False): a burst of changes coalesces into one run."""
-    values = dict(name=name, payload=payload or {}, status="queued", run_after=run_after or utcnow(),
+    values = dict(name=name, payload=payload or {}, status="queued", run_after=run_after or utcnow(), priority=priority,
                   attempts=0, max_attempts=max_attempts, dedupe_key=dedupe_key, lock_key=lock_key,
                   created_at=utcnow(), updated_at=utcnow())
     dialect = session.bind.dialect.name

@@ -12,7 +12,7 @@ import os
 import socket
 import traceback
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
 
 from sqlalchemy import text
@@ -83,11 +83,26 @@ WHERE id = (
     WHERE j.status = 'queued' AND j.run_after <= :now {names}
       AND (j.lock_key IS NULL OR NOT EXISTS (
             SELECT 1 FROM job r WHERE r.status = 'running' AND r.lock_key = j.lock_key))
-    ORDER BY j.run_after, j.id
+    ORDER BY j.priority, j.run_after, j.id
     LIMIT 1 {skip_locked}
 )
 RETURNING id
 """
+
+_CLAIM_MORE_SQL = """
+UPDATE job SET status = 'running', attempts = attempts + 1, lease_until = :lease, locked_by = :me,
+               updated_at = :now
+WHERE id IN (
+    SELECT j.id FROM job j
+    WHERE j.status = 'queued' AND j.name = :name AND j.lock_key IS NULL AND j.run_after <= :now
+    ORDER BY j.run_after, j.id
+    LIMIT :more {skip_locked}
+)
+RETURNING id
+"""
+
+BATCHED_JOBS = frozenset({"inbox.apply"})  # short, lock-free jobs that arrive in floods
+BATCH_SIZE = 16  # jobs claimed and recorded per transaction for those
 
 _REAP_SQL = """
 UPDATE job SET status = 'queued', locked_by = NULL, lease_until = NULL, updated_at = :now,
@@ -120,33 +135,51 @@ class Runner:
             return result.rowcount or 0
 
     async def claim(self) -> Job | None:
+        jobs = await self.claim_batch(1)
+        return jobs[0] if jobs else None
+
+    async def claim_batch(self, size: int = BATCH_SIZE) -> list[Job]:
+        """Claim the next due job; when it is one of the short flood jobs (inbox.apply), claim up to
+        ``size - 1`` more of its kind in the same transaction, so a burst costs a commit per batch."""
         names_sql = ""
         params: dict[str, Any] = {}
         if self.names:
             placeholders = ", ".join(f":n{i}" for i in range(len(self.names)))
             names_sql = f"AND j.name IN ({placeholders})"
             params.update({f"n{i}": n for i, n in enumerate(self.names)})
-        sql = _CLAIM_SQL.format(names=names_sql, skip_locked="" if self.is_sqlite else "FOR UPDATE SKIP LOCKED")
+        skip = "" if self.is_sqlite else "FOR UPDATE SKIP LOCKED"
         try:
             async with self.db.transaction() as session:
                 now = utcnow()
                 params.update(now=_t(session, now), me=self.worker_id,
                               lease=_t(session, now + timedelta(seconds=self.settings.job_lease_s)))
-                row = (await session.execute(text(sql), params)).first()
+                row = (await session.execute(text(_CLAIM_SQL.format(names=names_sql, skip_locked=skip)), params)).first()
                 if row is None:
-                    return None
-                return await session.get(Job, row[0])
+                    return []
+                first = await session.get(Job, row[0])
+                ids = [first.id]
+                if size > 1 and first.name in BATCHED_JOBS and first.lock_key is None:
+                    more = (await session.execute(text(_CLAIM_MORE_SQL.format(skip_locked=skip)), {
+                        "now": params["now"], "me": self.worker_id, "lease": params["lease"], "name": first.name,
+                        "more": size - 1})).all()
+                    ids += [r[0] for r in more]
+                jobs = [first] + [await session.get(Job, i) for i in ids[1:]]
+                return jobs
         except IntegrityError:
             # Two workers raced for jobs sharing a lock key: the partial unique index let one win.
-            return None
+            return []
 
     async def run_one(self) -> Job | None:
-        """Claim one due job and run it; returns the job (None when nothing was due)."""
-        job = await self.claim()
-        if job is None:
+        """Claim due work (one job, or a batch of flood jobs) and run it; None when nothing was due."""
+        jobs = await self.claim_batch()
+        if not jobs:
             return None
-        await self.execute(job)
-        return job
+        if len(jobs) == 1:
+            await self.execute(jobs[0])
+        else:
+            outcomes = [await self._run(job) for job in jobs]
+            await self._record_many(list(zip(jobs, outcomes)))
+        return jobs[0]
 
     async def run_until_idle(self, max_jobs: int = 10_000) -> int:
         """Run due jobs until none is due (tests and the CLI use this)."""
@@ -159,21 +192,39 @@ class Runner:
         return count
 
     async def execute(self, job: Job) -> Outcome:
+        outcome = await self._run(job)
+        await self._record(job, outcome)
+        return outcome
+
+    async def _run(self, job: Job) -> Outcome:
         handler = self.handlers.get(job.name)
         ctx = JobContext(db=self.db, settings=self.settings, job=job, worker_id=self.worker_id,
                          services=self.services)
         if handler is None:
-            outcome: Outcome = Dead(f"no handler for job {job.name!r}")
-        else:
-            try:
-                outcome = await handler(ctx)
-            except (OperationalError, DBAPIError) as exc:
-                outcome = Retry(backoff_s(job.attempts, base_s=0.5, cap_s=30), f"database: {exc!r}"[:1500])
-            except Exception as exc:  # an unexpected bug: keep the trace for the operator, retry with back-off
-                log.exception("job %s #%s failed", job.name, job.id)
-                outcome = Retry(backoff_s(job.attempts), "".join(traceback.format_exception_only(exc))[:1500])
-        await self._record(job, outcome)
-        return outcome
+            return Dead(f"no handler for job {job.name!r}")
+        try:
+            return await handler(ctx)
+        except (OperationalError, DBAPIError) as exc:
+            return Retry(backoff_s(job.attempts, base_s=0.5, cap_s=30), f"database: {exc!r}"[:1500])
+        except Exception as exc:  # an unexpected bug: keep the trace for the operator, retry with back-off
+            log.exception("job %s #%s failed", job.name, job.id)
+            return Retry(backoff_s(job.attempts), "".join(traceback.format_exception_only(exc))[:1500])
+
+    async def _record_many(self, results: list[tuple[Job, Outcome]]) -> None:
+        """Record a batch in one transaction; any trouble falls back to one transaction per job."""
+        if any(not isinstance(outcome, Done) for _, outcome in results):
+            for job, outcome in results:
+                await self._record(job, outcome)
+            return
+        async with self.db.transaction() as session:
+            now = _t(session, utcnow())
+            for job, _ in results:
+                await session.execute(text(
+                    "UPDATE job SET status = 'done', finished_at = :now, updated_at = :now, lease_until = NULL,"
+                    " last_error = NULL WHERE id = :id AND locked_by = :me"), {"id": job.id, "me": self.worker_id,
+                                                                              "now": now})
+        for job, _ in results:
+            JOBS.labels(job.name, "done").inc()
 
     async def _record(self, job: Job, outcome: Outcome) -> None:
         async with self.db.transaction() as session:
@@ -246,6 +297,18 @@ class Runner:
                 continue
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.worker_poll_s)
+                await asyncio.wait_for(self._wake.wait(), timeout=await self._idle_wait())
             except asyncio.TimeoutError:
                 pass
+
+    async def _idle_wait(self) -> float:
+        """Sleep until the next queued job falls due (a debounced push), at most one poll interval."""
+        async with self.db.read() as session:
+            due = (await session.execute(text("SELECT min(run_after) FROM job WHERE status = 'queued'"))).scalar()
+        if due is None:
+            return self.settings.worker_poll_s
+        if isinstance(due, str):  # SQLite hands raw SQL times back as text
+            due = datetime.fromisoformat(due)
+        if due.tzinfo is None:
+            due = due.replace(tzinfo=timezone.utc)
+        return min(self.settings.worker_poll_s, max(0.0, (due - utcnow()).total_seconds()))

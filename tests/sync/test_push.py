@@ -70,12 +70,17 @@ async def test_a_sale_updates_every_shop(shops, client, runner):
 
 
 async def test_a_push_refused_by_compare_and_set_waits_for_the_sale_then_goes_through(shops, client, db, runner):
+    a, b, c = (s.store["id"] for s in shops)
+    r = await client.put("/v1/stock/GYNO-TEA-250G/allocation", headers=ADMIN,
+                         json={"mode": "shares", "shares": {str(a): 1, str(b): 1, str(c): 1}})
+    assert r.status_code == 200
     await runner.run_until_idle()
+    assert [s.market.stock("tea-250") for s in shops] == [167, 167, 166]
     shops[1].market.sell("tea-250", 3)  # its webhook is late
     await receive(client, "GYNO-TEA-250G", 10)  # a change that pushes every shop
     await runner.run_until_idle()
-    # The shop that sold refused the blind overwrite; the others took 510.
-    assert [s.market.stock("tea-250") for s in shops] == [510, 497, 510]
+    # The shop that sold refused the overwrite that would have erased its sale; the others moved on.
+    assert [s.market.stock("tea-250") for s in shops] == [170, 164, 170]
     async with db.read() as session:
         job = (await session.execute(select(Job).where(Job.name == "stock.push", Job.status == "queued"))).scalar_one()
     assert "compare-and-set" in job.last_error
@@ -84,8 +89,20 @@ async def test_a_push_refused_by_compare_and_set_waits_for_the_sale_then_goes_th
 
     await make_jobs_due(db)
     await runner.run_until_idle()
-    assert [s.market.stock("tea-250") for s in shops] == [507, 507, 507]
+    assert [s.market.stock("tea-250") for s in shops] == [169, 169, 169]
     assert await stock_of(client) == (510, 3)
+
+
+async def test_under_the_shared_policy_a_push_is_a_blind_set_that_lands_while_a_shop_sells(shops, client, runner):
+    await runner.run_until_idle()
+    shops[1].market.sell("tea-250", 3)  # not heard of yet
+    await receive(client, "GYNO-TEA-250G", 10)
+    await runner.run_until_idle()
+    # Every shop is told the absolute figure (the unheard sale is overwritten: the shared policy's risk).
+    assert [s.market.stock("tea-250") for s in shops] == [510, 510, 510]
+    await shops[1].deliver()
+    await runner.run_until_idle()
+    assert [s.market.stock("tea-250") for s in shops] == [507, 507, 507]
 
 
 async def test_drift_is_found_and_corrected(shops, client, db, runner, settings):

@@ -138,3 +138,42 @@ async def test_two_workers_claim_every_job_exactly_once(db, settings, engine_nam
     workers = [_runner(db, settings, {"t.work": work}, name=f"w{i}") for i in range(4)]
     await asyncio.gather(*[w.run_until_idle() for w in workers])
     assert sorted(seen) == sorted(set(seen)) and len(seen) == 60
+
+
+async def test_flood_jobs_are_claimed_and_recorded_in_batches(db, settings):
+    from app.workers.runner import BATCH_SIZE
+
+    seen = []
+
+    async def apply(ctx):
+        seen.append(ctx.job.id)
+        return Done()
+
+    async with db.transaction() as s:
+        for i in range(BATCH_SIZE + 4):
+            await enqueue(s, "inbox.apply", {"inbox_id": i})
+        await enqueue(s, "stock.push", {"store_id": 1}, lock_key="stock.push:1")
+    runner = _runner(db, settings, {"inbox.apply": apply, "stock.push": apply})
+    await runner.run_one()
+    assert len(seen) == BATCH_SIZE  # one claim, one record for the whole batch
+    await runner.run_until_idle()
+    assert len(seen) == BATCH_SIZE + 5 and len(set(seen)) == len(seen)
+    assert {j.status for j in await _jobs(db)} == {"done"}
+
+
+async def test_a_stock_push_runs_before_an_older_backlog(db, settings):
+    from app.sync.push import PUSH_PRIORITY
+
+    order = []
+
+    async def record(ctx):
+        order.append(ctx.job.name)
+        return Done()
+
+    async with db.transaction() as s:
+        for i in range(5):
+            await enqueue(s, "t.backlog", {"i": i})
+        await enqueue(s, "stock.push", {"store_id": 1}, priority=PUSH_PRIORITY)
+    runner = _runner(db, settings, {"t.backlog": record, "stock.push": record})
+    await runner.run_until_idle()
+    assert order[0] == "stock.push" and order.count("t.backlog") == 5
