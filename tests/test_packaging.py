@@ -41,3 +41,12 @@ def test_pyproject_declares_the_distribution():
 def test_ci_runs_make_test_under_ci_true():
     text = (ROOT / ".ci" / "run").read_text()
     assert "make test" in text and "CI=true" in text
+
+
+def test_code_passes_ruff():
+    import sys
+
+    ruff = Path(sys.executable).parent / "ruff"
+    out = subprocess.run([str(ruff), "check", "app", "adapters", "tests", "bench"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
