@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     poll_overlap_s: float = 300.0  # seconds a poll window reaches back before the last high water
     poll_lag_s: float = 60.0  # seconds a poll window stops short of now
     stock_push_debounce_s: float = 0.05  # seconds a push waits so a burst of sales goes out as one figure
-    inbox_group_commit_ms: float = 2.0  # how long intake waits to gather rows into one commit
+    inbox_group_commit_ms: float = 0.0  # ms to wait for more rows; 0: batch what queued during the last commit
 
     @field_validator("database_url")
     @classmethod

@@ -76,6 +76,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(orders.router)
     app.include_router(resyncs.router)
     app.include_router(settlements.router)
+    # Added first, so it runs innermost: after the request id, metrics and size limit.
+    app.add_middleware(webhooks.WebhookFastPath, fastapi_app=app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
 

@@ -21,6 +21,7 @@ class RequestContextMiddleware:
     def __init__(self, app, max_body_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self._children: dict[tuple, tuple] = {}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -59,11 +60,16 @@ class RequestContextMiddleware:
             except BodyTooLarge:
                 await self._too_large(send, rid, status_holder)
         finally:
-            route = scope.get("route")
-            route_name = getattr(route, "path", None) or "unmatched"
+            route = scope.get("coopsync_route") or getattr(scope.get("route"), "path", None) or "unmatched"
             elapsed = time.perf_counter() - started
-            HTTP_REQUESTS.labels(scope["method"], route_name, str(status_holder["status"])).inc()
-            HTTP_LATENCY.labels(scope["method"], route_name).observe(elapsed)
+            key = (scope["method"], route, status_holder["status"])
+            children = self._children.get(key)
+            if children is None:
+                # Label lookups take a lock and build tuples: keep the children per (method, route, status).
+                children = (HTTP_REQUESTS.labels(key[0], route, str(key[2])), HTTP_LATENCY.labels(key[0], route))
+                self._children[key] = children
+            children[0].inc()
+            children[1].observe(elapsed)
             request_id_var.reset(token)
 
     async def _too_large(self, send, rid: str, status_holder: dict) -> None:

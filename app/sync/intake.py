@@ -54,6 +54,11 @@ class GroupCommitter:
         self._queue: asyncio.Queue[PendingRow] | None = None
         self._task: asyncio.Task | None = None
         self.dialect = db.engine.dialect.name
+        # Built once: executed with a list of rows it compiles once (insertmanyvalues), where a
+        # multi-VALUES statement would be compiled anew for every batch size.
+        ins = postgresql.insert(InboxItem) if self.dialect == "postgresql" else sqlite.insert(InboxItem)
+        self._insert = ins.on_conflict_do_nothing(index_elements=["store_id", "dedupe_key"]).returning(
+            InboxItem.id, InboxItem.store_id, InboxItem.dedupe_key)
 
     def start(self) -> None:
         if self._task is None:
@@ -117,11 +122,8 @@ class GroupCommitter:
         values = [dict(store_id=r.store_id, platform=r.platform, dedupe_key=r.dedupe_key, topic=r.topic,
                        headers=r.headers, body=r.body, status="pending", attempts=0, received_at=now)
                   for r in unique]
-        ins = (postgresql.insert(InboxItem) if self.dialect == "postgresql" else sqlite.insert(InboxItem))
-        stmt = ins.values(values).on_conflict_do_nothing(index_elements=["store_id", "dedupe_key"]).returning(
-            InboxItem.id, InboxItem.store_id, InboxItem.dedupe_key)
         async with self.db.transaction() as session:
-            inserted = {(r[1], r[2]): r[0] for r in (await session.execute(stmt)).all()}
+            inserted = {(r[1], r[2]): r[0] for r in (await session.execute(self._insert, values)).all()}
             if inserted:
                 await session.execute(insert(Job), [
                     dict(name=INBOX_APPLY_JOB, payload={"inbox_id": inbox_id}, status="queued", run_after=now, priority=100,
