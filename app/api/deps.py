@@ -39,6 +39,7 @@ class Database:
             async with self.sessions() as session:
                 async with session.begin():
                     yield session
+                    await run_before_commit(session)
             return
         if self._writer_task is asyncio.current_task() and self._writer.locked():
             raise RuntimeError("a write transaction inside another on the same task would deadlock")
@@ -48,6 +49,7 @@ class Database:
                 async with self.sessions() as session:
                     async with session.begin():
                         yield session
+                        await run_before_commit(session)
             finally:
                 self._writer_task = None
 
@@ -58,6 +60,15 @@ class Database:
             if self.is_sqlite:
                 await session.connection(execution_options={READ_ONLY_OPTION: True})
             yield session
+
+
+async def run_before_commit(session: AsyncSession) -> None:
+    """Run what domain code asked to do once per transaction, just before it commits (for example,
+    queue one stock push per store of each sku that changed, however many movements it had)."""
+    hooks: dict = session.info.get("before_commit") or {}
+    while hooks:
+        _, hook = hooks.popitem()
+        await hook(session)
 
 
 def get_db(request: Request) -> Database:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.models import LotConsumption, MemberLot, Sku, StockMovement
 from app.models.base import utcnow
@@ -41,12 +42,32 @@ class Balance:
 
 
 async def lock_sku(session: AsyncSession, sku_id: int) -> Sku:
-    """Lock the sku row for the rest of the transaction (serialises movements of one sku)."""
-    stmt = select(Sku).where(Sku.id == sku_id).with_for_update()
+    """Lock the sku row for the rest of the transaction (serialises movements of one sku).
+
+    A sku locked earlier in this transaction is not selected again: its balances in memory are
+    kept current by ``apply_movement`` from each UPDATE's RETURNING, and nobody else can change
+    the row while we hold the lock."""
+    locked: set = session.info.setdefault("locked_skus", set())
+    if sku_id in locked:
+        sku = await session.get(Sku, sku_id)  # from the identity map, no SQL
+        if sku is not None:
+            return sku
+    stmt = select(Sku).where(Sku.id == sku_id).with_for_update().execution_options(populate_existing=True)
     sku = (await session.execute(stmt)).scalar_one_or_none()
     if sku is None:
         raise UnknownSku(f"no sku with id {sku_id}")
+    locked.add(sku_id)
     return sku
+
+
+def forget_locks(session: AsyncSession) -> None:
+    """After a savepoint rolled back. SQLAlchemy expires what it touched, so balances are re-read
+    anyway; but a row lock taken inside the savepoint may be gone with it on PostgreSQL, so the next
+    ``lock_sku`` must select ``FOR UPDATE`` again rather than trust that the lock is still held."""
+    for sku_id in session.info.pop("locked_skus", set()):
+        sku = session.sync_session.identity_map.get(session.sync_session.identity_key(Sku, sku_id))
+        if sku is not None:
+            session.expire(sku)
 
 
 async def sku_by_code(session: AsyncSession, code: str) -> Sku:
@@ -95,6 +116,9 @@ async def apply_movement(
         raise InsufficientStock(
             f"movement {cause_key} ({on_hand_delta:+d} on hand, {reserved_delta:+d} reserved) would go below zero"
         )
+    sku = await lock_sku(session, sku_id)
+    set_committed_value(sku, "on_hand", row[0])
+    set_committed_value(sku, "reserved", row[1])
     movement = StockMovement(
         sku_id=sku_id, kind=kind, cause_key=cause_key, on_hand_delta=on_hand_delta,
         reserved_delta=reserved_delta, on_hand_after=row[0], reserved_after=row[1], member_id=member_id,
@@ -198,7 +222,15 @@ async def return_to_lots(session: AsyncSession, *, sku_id: int, quantity: int, m
 
 
 async def _after_change(session: AsyncSession, sku_id: int) -> None:
-    """Whatever must follow a change of available stock, written in the same transaction."""
+    """Whatever must follow a change of available stock, written in the same transaction: the
+    pushes are queued once, just before commit, for every sku this transaction changed."""
+    changed: set = session.info.setdefault("stock_changed", set())
+    changed.add(sku_id)
+    session.info.setdefault("before_commit", {})["stock_push"] = _queue_pushes
+
+
+async def _queue_pushes(session: AsyncSession) -> None:
     from app.sync.push import queue_stock_push  # late import: push depends on jobs, which depend on models
 
-    await queue_stock_push(session, sku_id)
+    for sku_id in sorted(session.info.pop("stock_changed", set())):
+        await queue_stock_push(session, sku_id)

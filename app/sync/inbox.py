@@ -1,4 +1,5 @@
-"""Apply one inbox row: parse, fetch what notices name, reconcile, and mark it done, in one transaction.
+"""Apply inbox rows: parse, fetch what notices name, reconcile, and mark each done in the transaction
+that holds its effects. A batch of rows shares one transaction, each row in a savepoint of its own.
 
 What cannot be parsed or applied is kept as ``failed`` with its reason and can be replayed.
 """
@@ -6,7 +7,11 @@ What cannot be parsed or applied is kept as ``failed`` with its reason and can b
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.base import OrderDeleted, OrderNotice, OrderSnapshot, RefundNotice, RefundSnapshot, WebhookDelivery
 from adapters.errors import (
@@ -17,6 +22,7 @@ from adapters.errors import (
     PermanentError,
     TransientError,
 )
+from app.domain import ledger
 from app.domain.reconcile import upsert_order, upsert_refund
 from app.metrics import INBOX_APPLIED
 from app.models import InboxItem, Store
@@ -29,18 +35,6 @@ from app.workers.runner import Done, JobContext, Outcome, Retry
 log = logging.getLogger("coopsync.inbox")
 
 DEPENDENCY_WAIT = timedelta(hours=24)  # how long a refund may wait for its order before it is failed
-
-
-async def _mark_failed(ctx: JobContext, inbox_id: int, reason: str) -> None:
-    async with ctx.db.transaction() as session:
-        row = await session.get(InboxItem, inbox_id, with_for_update=True)
-        if row is not None and row.status == "pending":
-            row.status = "failed"
-            row.error = reason[:2000]
-            row.attempts += 1
-            row.processed_at = utcnow()
-    INBOX_APPLIED.labels("failed").inc()
-    log.warning("inbox row failed", extra={"inbox_id": inbox_id, "reason": reason[:300]})
 
 
 async def fetch_named(adapter, delivery: WebhookDelivery) -> tuple[list[OrderSnapshot], list[RefundSnapshot]]:
@@ -59,61 +53,120 @@ async def fetch_named(adapter, delivery: WebhookDelivery) -> tuple[list[OrderSna
     return orders, refunds
 
 
-async def handle_inbox_apply(ctx: JobContext) -> Outcome:
+@dataclass
+class Prepared:
+    """One row made ready outside a transaction: its snapshots, or why it failed, or an outcome."""
+
+    ctx: JobContext
+    inbox_id: int
+    orders: list[OrderSnapshot] = field(default_factory=list)
+    refunds: list[RefundSnapshot] = field(default_factory=list)
+    failure: str | None = None  # kept as failed with this reason
+    outcome: Outcome | None = None  # decided already (nothing to apply)
+    auth_store_id: int | None = None  # store whose token expired while fetching
+
+
+async def prepare(ctx: JobContext, row: InboxItem | None, store: Store | None) -> Prepared:
     inbox_id = int(ctx.job.payload["inbox_id"])
-    async with ctx.db.read() as session:
-        row = await session.get(InboxItem, inbox_id)
-        if row is None or row.status != "pending":
-            return Done("already handled")
-        store = await session.get(Store, row.store_id)
-        headers, body = dict(row.headers or {}), bytes(row.body)
+    prepared = Prepared(ctx, inbox_id)
+    if row is None or row.status != "pending" or store is None:
+        prepared.outcome = Done("already handled")
+        return prepared
     adapter = make_adapter(store, ctx.services.get("http"))
     try:
-        delivery = adapter.parse_webhook(headers, body)
+        delivery = adapter.parse_webhook(dict(row.headers or {}), bytes(row.body))
     except PayloadError as exc:
-        await _mark_failed(ctx, inbox_id, f"cannot parse: {exc}")
-        return Done("failed: payload")
+        prepared.failure = f"cannot parse: {exc}"
+        return prepared
     except Exception as exc:  # a mapping bug must not lose the delivery: keep it, replayable
-        await _mark_failed(ctx, inbox_id, f"cannot map: {exc!r}")
-        return Done("failed: mapping")
+        prepared.failure = f"cannot map: {exc!r}"
+        return prepared
     try:
-        orders, refunds = await fetch_named(adapter, delivery)
+        prepared.orders, prepared.refunds = await fetch_named(adapter, delivery)
     except TransientError as exc:
-        return Retry(exc.retry_after_s or backoff_s(ctx.job.attempts), str(exc))
+        prepared.outcome = Retry(exc.retry_after_s or backoff_s(ctx.job.attempts), str(exc))
     except AuthExpiredError as exc:
-        async with ctx.db.transaction() as session:
-            await mark_auth_expired(session, store.id, str(exc))
-        await _mark_failed(ctx, inbox_id, f"auth expired while fetching: {exc}; replay after re-authorising")
-        return Done("failed: auth")
+        prepared.auth_store_id = store.id
+        prepared.failure = f"auth expired while fetching: {exc}; replay after re-authorising"
     except (PermanentError, AdapterError) as exc:
-        await _mark_failed(ctx, inbox_id, f"fetch failed: {exc}")
-        return Done("failed: fetch")
+        prepared.failure = f"fetch failed: {exc}"
+    return prepared
+
+
+def _fail(row: InboxItem, reason: str) -> None:
+    row.status = "failed"
+    row.error = reason[:2000]
+    row.attempts += 1
+    row.processed_at = utcnow()
+    INBOX_APPLIED.labels("failed").inc()
+    log.warning("inbox row failed", extra={"inbox_id": row.id, "reason": reason[:300]})
+
+
+async def apply_prepared(session: AsyncSession, prepared: Prepared) -> Outcome:
+    """Apply one prepared row in the caller's transaction, inside a savepoint of its own."""
+    if prepared.outcome is not None:
+        return prepared.outcome
+    row = await session.get(InboxItem, prepared.inbox_id, with_for_update=True, populate_existing=True)
+    if row is None or row.status != "pending":
+        return Done("already handled")  # another worker got here first (it holds the effect)
+    if prepared.failure is not None:
+        if prepared.auth_store_id is not None:
+            await mark_auth_expired(session, prepared.auth_store_id, prepared.failure)
+        _fail(row, prepared.failure)
+        return Done("failed")
+    store = await session.get(Store, row.store_id)
     try:
-        async with ctx.db.transaction() as session:
-            row = await session.get(InboxItem, inbox_id, with_for_update=True)
-            if row is None or row.status != "pending":
-                return Done("already handled")  # another worker got here first (it holds the effect)
-            store = await session.get(Store, row.store_id)
-            for snap in orders:
-                await upsert_order(session, store, snap, via="webhook")
-            for snap in refunds:
-                await upsert_refund(session, store, snap, via="webhook")
-            row.status = "done"
-            row.error = None
-            row.attempts += 1
-            row.processed_at = utcnow()
+        try:
+            async with session.begin_nested():
+                for snap in prepared.orders:
+                    await upsert_order(session, store, snap, via="webhook")
+                for snap in prepared.refunds:
+                    await upsert_refund(session, store, snap, via="webhook")
+        except BaseException:
+            ledger.forget_locks(session)  # the savepoint's stock changes are gone
+            raise
     except DependencyNotReady as exc:
-        if utcnow() - ctx.job.created_at > DEPENDENCY_WAIT:
-            await _mark_failed(ctx, inbox_id, f"gave up waiting: {exc}")
+        if utcnow() - prepared.ctx.job.created_at > DEPENDENCY_WAIT:
+            _fail(row, f"gave up waiting: {exc}")
             return Done("failed: dependency")
         INBOX_APPLIED.labels("waiting").inc()
-        delay = min(300.0, max(exc.retry_after_s or 1.0, backoff_s(ctx.job.attempts, base_s=1.0, cap_s=300)))
+        delay = min(300.0, max(exc.retry_after_s or 1.0, backoff_s(prepared.ctx.job.attempts, base_s=1.0, cap_s=300)))
         return Retry(delay, str(exc), counts=False)
     except (PayloadError, PermanentError) as exc:
-        await _mark_failed(ctx, inbox_id, f"cannot apply: {exc}")
+        _fail(row, f"cannot apply: {exc}")
         return Done("failed: apply")
+    row.status = "done"
+    row.error = None
+    row.attempts += 1
+    row.processed_at = utcnow()
     INBOX_APPLIED.labels("done").inc()
     return Done()
+
+
+async def _load(ctxs: list[JobContext]) -> list[tuple[InboxItem | None, Store | None]]:
+    """The batch's rows and their stores, one query each."""
+    ids = [int(c.job.payload["inbox_id"]) for c in ctxs]
+    async with ctxs[0].db.read() as session:
+        rows = {r.id: r for r in (await session.execute(select(InboxItem).where(InboxItem.id.in_(ids)))).scalars()}
+        store_ids = {r.store_id for r in rows.values()}
+        stores = {s.id: s for s in (await session.execute(select(Store).where(Store.id.in_(store_ids)))).scalars()}
+    return [(rows.get(i), stores.get(rows[i].store_id) if i in rows else None) for i in ids]
+
+
+async def handle_inbox_apply(ctx: JobContext) -> Outcome:
+    [outcome] = await handle_inbox_batch([ctx])
+    return outcome
+
+
+async def handle_inbox_batch(ctxs: list[JobContext]) -> list[Outcome]:
+    """Apply several rows in one transaction (one commit for the lot, a savepoint per row)."""
+    loaded = await _load(ctxs)
+    prepared = [await prepare(ctx, row, store) for ctx, (row, store) in zip(ctxs, loaded)]
+    async with ctxs[0].db.transaction() as session:
+        return [await apply_prepared(session, p) for p in prepared]
+
+
+handle_inbox_apply.batch = handle_inbox_batch  # the runner applies claimed batches through this
 
 
 async def replay(session, inbox_id: int) -> InboxItem | None:

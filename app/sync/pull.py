@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from adapters.base import Capability, OrderSnapshot, Page, RefundSnapshot, TimeWindow
 from adapters.errors import AdapterError, AuthExpiredError, ThrottledError, TransientError
+from app.domain import ledger
 from app.domain.reconcile import upsert_order, upsert_refund
 from app.models import Order, Resync, Store, SyncCursor
 from app.models.base import utcnow
@@ -98,11 +99,15 @@ async def apply_items(session, store: Store, resource: str, items: list, counts:
     for snap in items:
         counts.fetched += 1
         try:
-            async with session.begin_nested():
-                if resource == "orders":
-                    result = await upsert_order(session, store, snap, via=via)
-                else:
-                    result = await upsert_refund(session, store, snap, via=via, wait_for_order=False)
+            try:
+                async with session.begin_nested():
+                    if resource == "orders":
+                        result = await upsert_order(session, store, snap, via=via)
+                    else:
+                        result = await upsert_refund(session, store, snap, via=via, wait_for_order=False)
+            except BaseException:
+                ledger.forget_locks(session)  # the savepoint's stock changes are gone
+                raise
             setattr(counts, result.change, getattr(counts, result.change) + 1)
         except (AdapterError, ValueError) as exc:
             counts.failed += 1

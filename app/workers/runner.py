@@ -176,9 +176,21 @@ class Runner:
             return None
         if len(jobs) == 1:
             await self.execute(jobs[0])
-        else:
+            return jobs[0]
+        batch = getattr(self.handlers.get(jobs[0].name), "batch", None)
+        outcomes: list[Outcome] | None = None
+        if batch is not None:
+            try:
+                outcomes = await batch([JobContext(db=self.db, settings=self.settings, job=job,
+                                                   worker_id=self.worker_id, services=self.services) for job in jobs])
+            except Exception:
+                # One transaction for the batch failed as a whole (a deadlock, a bug in one row):
+                # run the rows one by one, so one poison row cannot hold the others back.
+                log.warning("batch of %d %s jobs failed; running them one by one", len(jobs), jobs[0].name,
+                            exc_info=True)
+        if outcomes is None:
             outcomes = [await self._run(job) for job in jobs]
-            await self._record_many(list(zip(jobs, outcomes)))
+        await self._record_many(list(zip(jobs, outcomes)))
         return jobs[0]
 
     async def run_until_idle(self, max_jobs: int = 10_000) -> int:

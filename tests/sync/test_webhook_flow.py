@@ -238,3 +238,66 @@ async def test_store_credentials_are_validated_by_the_adapter(client):
     assert r.status_code == 422
     r = await client.post("/v1/stores", json={"platform": "atlantis", "name": "x"}, headers=ADMIN)
     assert r.status_code == 422
+
+
+async def test_a_poison_row_in_a_batch_does_not_hold_back_the_others(shop, client, db, runner, monkeypatch):
+    import app.sync.inbox as inbox
+
+    orders = [shop.market.sell("tea-250", 1) for _ in range(6)]
+    await shop.deliver()
+    poison = orders[2]["id"]
+    real = inbox.upsert_order
+
+    async def sometimes_broken(session, store, snap, **kw):
+        if snap.external_id == poison:
+            raise RuntimeError("a bug in one mapping")
+        return await real(session, store, snap, **kw)
+
+    monkeypatch.setattr(inbox, "upsert_order", sometimes_broken)
+    await runner.run_until_idle()
+    async with db.read() as session:
+        statuses = (await session.execute(select(InboxItem.status).order_by(InboxItem.id))).scalars().all()
+        job = (await session.execute(select(Job).where(Job.status == "queued"))).scalar_one()
+    assert statuses.count("done") == 5 and statuses.count("pending") == 1
+    assert "a bug in one mapping" in job.last_error
+    monkeypatch.setattr(inbox, "upsert_order", real)
+    await make_jobs_due(db)
+    await runner.run_until_idle()
+    assert await _count(db, Order) == 6
+    assert await stock_of(client) == (100, 6)
+
+
+async def test_a_row_rolled_back_after_reserving_leaves_no_stale_stock_for_the_next(client, db, runner, monkeypatch):
+    import uuid
+
+    import app.sync.inbox as inbox
+    from adapters.errors import PayloadError
+    from adapters.sandbox.market import SandboxMarket
+
+    name = f"tight-{uuid.uuid4().hex[:6]}"
+    market = SandboxMarket.register(SandboxMarket(name, SECRET))
+    market.add_listing("honey", price_minor=100, stock=100, merchant_sku="HONEY-10")
+    await create_sku(client, "HONEY-10", "honey")
+    await receive(client, "HONEY-10", 10)
+    store = await create_store(client, "sandbox", external_shop_id=name, webhook_secret=SECRET,
+                               settings={"base_url": f"inproc://{name}", "poll_interval_s": 0})
+    first, poison, last = (market.sell("honey", 5) for _ in range(3))
+    for d in market.take_deliveries():
+        assert (await client.post(f"/webhooks/sandbox/{store['id']}", content=d.body, headers=d.headers)).status_code == 200
+    real = inbox.upsert_order
+
+    async def fails_after_reserving(session, store, snap, **kw):
+        result = await real(session, store, snap, **kw)
+        if snap.external_id == poison["id"]:
+            # Handled inside the batch (the row is kept as failed) while the batch goes on.
+            raise PayloadError("failed after reserving")
+        return result
+
+    monkeypatch.setattr(inbox, "upsert_order", fails_after_reserving)
+    await runner.run_until_idle()
+    r = await client.get("/v1/orders", params={"oversold": "true"}, headers=ADMIN)
+    assert r.json()["items"] == []  # the third order saw the rolled-back reservation undone
+    assert await stock_of(client, "HONEY-10") == (10, 10)
+    r = await client.get("/v1/inbox", params={"status": "failed"}, headers=ADMIN)
+    assert len(r.json()["items"]) == 1
+    SandboxMarket.unregister(name)
