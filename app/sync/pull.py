@@ -16,7 +16,7 @@ from adapters.base import Capability, OrderSnapshot, Page, RefundSnapshot, TimeW
 from adapters.errors import AdapterError, AuthExpiredError, ThrottledError, TransientError
 from app.domain import ledger
 from app.domain.reconcile import upsert_order, upsert_refund
-from app.models import Order, Resync, Store, SyncCursor
+from app.models import Order, Refund, Resync, Store, SyncCursor
 from app.models.base import utcnow
 from app.sync.adapters import adapter_class, make_adapter
 from app.sync.push import mark_auth_expired, push_store
@@ -96,8 +96,12 @@ async def apply_items(session, store: Store, resource: str, items: list, counts:
     for snap in extra_orders:
         async with session.begin_nested():
             await upsert_order(session, store, snap, via=via)
+    held = await _held_versions(session, store.id, resource, items)
     for snap in items:
         counts.fetched += 1
+        if _not_newer(snap, held.get(snap.external_id)):
+            counts.unchanged += 1  # what upsert_* would conclude, without its locks and savepoint
+            continue
         try:
             try:
                 async with session.begin_nested():
@@ -113,6 +117,26 @@ async def apply_items(session, store: Store, resource: str, items: list, counts:
             counts.failed += 1
             counts.errors.append(f"{getattr(snap, 'external_id', '?')}: {exc}"[:300])
             log.warning("pulled record failed", extra={"store_id": store.id, "error": str(exc)[:300]})
+
+
+async def _held_versions(session, store_id: int, resource: str, items: list) -> dict[str, tuple]:
+    """(platform updated_at, status) of the page's records we already hold, in one query."""
+    ids = [snap.external_id for snap in items]
+    if not ids:
+        return {}
+    model = Order if resource == "orders" else Refund
+    rows = (await session.execute(select(model.external_id, model.platform_updated_at, model.status).where(
+        model.store_id == store_id, model.external_id.in_(ids)))).all()
+    return {external_id: (updated_at, status) for external_id, updated_at, status in rows}
+
+
+def _not_newer(snap, held: tuple | None) -> bool:
+    """The stale-skip rule of reconcile: nothing to do for a snapshot that is not newer than ours.
+    Orders that embed refunds go the full way (their refunds may be new)."""
+    if held is None or getattr(snap, "refunds", None):
+        return False
+    updated_at, status = held
+    return snap.updated_at < updated_at or (snap.updated_at == updated_at and str(snap.status) == status)
 
 
 async def _store_and_adapter(ctx: JobContext, store_id: int):
