@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,6 +14,7 @@ from adapters.base import Capability, StockLevel
 from adapters.errors import AdapterError
 from app.api.deps import DbDep, Operator
 from app.errors import Problem
+from app.idempotency import run_idempotent
 from app.models import Listing, Order, Resync, Store
 from app.pagination import MAX_LIMIT, keyset_page
 from app.sync.adapters import adapter_class, make_adapter
@@ -80,10 +81,12 @@ async def create_resync(session: AsyncSession, store_id: int, resource: str, sin
 
 
 @router.post("/resyncs", status_code=202)
-async def post_resync(body: ResyncCreate, db: DbDep, _: Operator):
-    async with db.transaction() as session:
+async def post_resync(request: Request, body: ResyncCreate, db: DbDep, principal: Operator):
+    async def work(session: AsyncSession):
         resync = await create_resync(session, body.store_id, body.resource, body.since, body.until)
-        return resync_out(resync)
+        return 202, resync_out(resync)
+
+    return await run_idempotent(request, db, principal, work)
 
 
 @router.get("/resyncs")

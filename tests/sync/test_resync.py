@@ -227,3 +227,13 @@ async def test_reconciliation_lists_what_is_missing_and_turns_into_a_resync(shop
     await runner.run_until_idle()
     r = await client.get(f"/v1/stores/{shop.store['id']}/reconciliation", params=params, headers=ADMIN)
     assert r.json()["missing_here"] == [] and r.json()["status_differs"] == []
+
+
+async def test_a_resync_request_with_the_same_idempotency_key_queues_one_job(shop, client):
+    body = {"store_id": shop.store["id"], "resource": "orders", "since": _since(), "until": _until()}
+    h = {**ADMIN, "Idempotency-Key": "nightly-2026-11-29"}
+    first = await client.post("/v1/resyncs", json=body, headers=h)
+    again = await client.post("/v1/resyncs", json=body, headers=h)
+    assert first.status_code == again.status_code == 202 and first.json()["id"] == again.json()["id"]
+    r = await client.get("/v1/resyncs", headers=ADMIN)
+    assert len(r.json()["items"]) == 1
