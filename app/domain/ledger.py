@@ -222,6 +222,10 @@ async def return_to_lots(session: AsyncSession, *, sku_id: int, quantity: int, m
 
 
 async def _after_change(session: AsyncSession, sku_id: int) -> None:
+    note_stock_changed(session, sku_id)
+
+
+def note_stock_changed(session: AsyncSession, sku_id: int) -> None:
     """Whatever must follow a change of available stock, written in the same transaction: the
     pushes are queued once, just before commit, for every sku this transaction changed."""
     changed: set = session.info.setdefault("stock_changed", set())

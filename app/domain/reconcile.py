@@ -148,7 +148,8 @@ async def upsert_order(session: AsyncSession, store: Store, snap: OrderSnapshot,
     await session.flush()
     await apply_stock_effects(session, order)
     await _apply_embedded_refunds(session, store, order, snap, via)
-    await _link_waiting_refunds(session, store, order)
+    if created:
+        await _link_waiting_refunds(session, store, order)  # a refund can only wait for an order we lacked
     return Result("created" if created else "updated", order_id=order.id)
 
 
@@ -214,9 +215,7 @@ async def _reserve(session: AsyncSession, order: Order, line: OrderLine, quantit
         OVERSOLD_LINES.inc()
         log.error("oversold", extra={"order_id": order.id, "line_id": line.id, "sku": sku.sku,
                                      "wanted": quantity, "available": available})
-        from app.sync.push import queue_stock_push
-
-        await queue_stock_push(session, sku.id)
+        ledger.note_stock_changed(session, sku.id)  # every shop of the sku is told 0 with this commit
     if take == 0:
         return
     total = line.reserved_qty + take
