@@ -143,11 +143,15 @@ class Uvicorn:
             args.append("--factory")
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("COOPSYNC_")}
         full_env.update(env)
-        self.proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # A file, not a pipe: nobody reads a pipe during the run, and a full one blocks the server on
+        # its next log line (an oversold flash sale logs one per order).
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{target} exited: {self.proc.stderr.read().decode()[-2000:]}")
+                self.log.seek(0)
+                raise RuntimeError(f"{target} exited: {self.log.read().decode(errors='replace')[-2000:]}")
             try:
                 if httpx.get(self.url + health, timeout=0.5).status_code == 200:
                     return

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -39,14 +40,17 @@ class Service:
     def __init__(self, database_url: str, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # A file, not a pipe: a pipe nobody reads fills up and blocks the service on its next log line.
+        self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "app.main:app_factory", "--factory", "--host", "127.0.0.1",
              "--port", str(self.port), "--no-access-log"],
-            cwd=ROOT, env=service_env(database_url, **env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            cwd=ROOT, env=service_env(database_url, **env), stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"service exited: {self.proc.stderr.read().decode()[-2000:]}")
+                self.log.seek(0)
+                raise RuntimeError(f"service exited: {self.log.read().decode(errors='replace')[-2000:]}")
             try:
                 if httpx.get(self.url + "/healthz", timeout=0.5).status_code == 200:
                     return
