@@ -35,15 +35,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
-import uvicorn  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 from starlette.routing import Mount  # noqa: E402
 
 from adapters.sandbox.market import SandboxMarket  # noqa: E402
-from adapters.sandbox.server import create_app as market_app  # noqa: E402
+from adapters.sandbox.server import ServerThread, create_app as market_app  # noqa: E402
 from app.domain.allocation import ShopDemand, allocate  # noqa: E402
 from bench._load import RawConnection  # noqa: E402
-from bench._common import BenchDatabase, Uvicorn, free_port, median, percentile, pg_reachable, scalar  # noqa: E402
+from bench._common import BenchDatabase, Uvicorn, median, percentile, pg_reachable, scalar  # noqa: E402
 
 ADMIN_TOKEN = "bench-admin-token-0123456789"
 H = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -55,24 +54,9 @@ SHARES = (70, 20, 10)  # allocation on: what each shop is offered of the availab
 SETTLE_S = 40.0  # seconds to wait after the sale for webhooks and pushes to settle
 
 
-class MarketThread:
-    """The three shops over HTTP (one uvicorn server in a thread, one mount per shop)."""
-
-    def __init__(self, markets: list[SandboxMarket]) -> None:
-        app = Starlette(routes=[Mount(f"/{m.name}", app=market_app(m)) for m in markets])
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="off"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+def market_thread(markets: list[SandboxMarket]) -> ServerThread:
+    """The three shops over HTTP: one server in a thread, one mount per shop."""
+    return ServerThread(Starlette(routes=[Mount(f"/{m.name}", app=market_app(m)) for m in markets]))
 
 
 class Timeline:
@@ -172,7 +156,7 @@ async def _sale(db: BenchDatabase, engine: str, allocation: bool, args) -> dict:
     timeline = Timeline()
     for market in markets:
         timeline.instrument(market)
-    shops = MarketThread(markets)
+    shops = market_thread(markets)
     service = None
     try:
         service = Uvicorn("app.main:app_factory", {

@@ -8,12 +8,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import httpx
-import uvicorn
+
+from adapters.sandbox.server import ServerThread
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,20 +93,4 @@ class Worker:
             self.proc.wait(timeout=10)
 
 
-class ThreadedServer:
-    """An ASGI app (the sandbox market, a dividend receiver) on a real port, in a thread."""
-
-    def __init__(self, app) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="off"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+ThreadedServer = ServerThread  # an ASGI app (a sandbox market, a receiver) on a real port, in a thread

@@ -128,3 +128,32 @@ async def deliver_pending(market: SandboxMarket, url: str, client: httpx.AsyncCl
     if failed:
         market.requeue(failed)
     return DeliveryReport(sent=len(deliveries) - len(failed), failed=len(failed), statuses=statuses)
+
+
+class ServerThread:
+    """Serve an ASGI app (a market, or a mount of several) on a free 127.0.0.1 port from a thread of
+    this process, so that another process (the service under test) can reach it over HTTP."""
+
+    def __init__(self, app) -> None:
+        import socket
+        import threading
+        import time
+
+        import uvicorn
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
