@@ -11,7 +11,7 @@ from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 
 class BodyTooLarge(Exception):
-    pass
+    """The body grew past the limit while it was being read (no Content-Length, or a lying one)."""
 
 
 class RequestContextMiddleware:

@@ -56,7 +56,7 @@ RETRYABLE = frozenset({408, 425, 429})
 
 
 class AlreadyDelivered(Exception):
-    pass
+    """The statement was delivered already; nothing is to be sent."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from app.models import Store
 
 
 class UnknownPlatform(LookupError):
-    pass
+    """No adapter is registered under this platform name."""
 
 
 @lru_cache
