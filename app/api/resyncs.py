@@ -75,8 +75,10 @@ async def create_resync(session: AsyncSession, store_id: int, resource: str, sin
                     position={"window": 0, "cursor": None, "windows": windows})
     session.add(resync)
     await session.flush()
-    await enqueue(session, RESYNC_JOB, {"resync_id": resync.id}, lock_key=f"resync:{store_id}:{resource}",
-                  max_attempts=50)
+    # An inventory resync pushes the store's stock itself: it shares the lock of the store's push
+    # jobs, so the two never set the same listings at once.
+    lock = f"stock.push:{store_id}" if resource == "inventory" else f"resync:{store_id}:{resource}"
+    await enqueue(session, RESYNC_JOB, {"resync_id": resync.id}, lock_key=lock, max_attempts=50)
     return resync
 
 

@@ -142,13 +142,15 @@ async def create_receipt(request: Request, body: ReceiptCreate, db: DbDep, princ
     async def work(session: AsyncSession):
         try:
             sku = await ledger.sku_by_code(session, body.sku)
-            cause = f"receipt:{_unique_cause(request)}"
+            cause = f"receipt:{_unique_cause(request, principal)}"
             movement, lot = await ledger.receive(session, sku_id=sku.id, quantity=body.quantity,
                                                  member_id=body.member_id, lot_ref=body.lot_ref, cause_key=cause)
         except ledger.StockError as exc:
             raise _stock_problem(exc) from None
+        if movement is None:  # this key's receipt is in the ledger already: answer with it, add nothing
+            movement = await ledger.movement_by_cause(session, cause)
         current = await ledger.balance(session, sku.id)
-        return 201, {"movement": movement_out(movement, sku.sku), "lot_id": lot.id, "sku": sku.sku,
+        return 201, {"movement": movement_out(movement, sku.sku), "lot_id": movement.lot_id, "sku": sku.sku,
                      "on_hand": current.on_hand, "reserved": current.reserved, "available": current.available}
 
     return await run_idempotent(request, db, principal, work)
@@ -162,10 +164,13 @@ async def create_adjustment(request: Request, body: AdjustmentCreate, db: DbDep,
     async def work(session: AsyncSession):
         try:
             sku = await ledger.sku_by_code(session, body.sku)
+            cause = f"adjustment:{_unique_cause(request, principal)}"
             movement = await ledger.adjust(session, sku_id=sku.id, delta=body.delta, reason=body.reason,
-                                           cause_key=f"adjustment:{_unique_cause(request)}")
+                                           cause_key=cause)
         except ledger.StockError as exc:
             raise _stock_problem(exc) from None
+        if movement is None:  # this key's adjustment is in the ledger already
+            movement = await ledger.movement_by_cause(session, cause)
         current = await ledger.balance(session, sku.id)
         return 201, {"movement": movement_out(movement, sku.sku), "sku": sku.sku, "on_hand": current.on_hand,
                      "reserved": current.reserved, "available": current.available}
@@ -191,8 +196,14 @@ async def put_allocation(sku: str, body: AllocationPolicy, db: DbDep, _: StockWr
         return (await stock_out(session, [row]))[0]
 
 
-def _unique_cause(request: Request) -> str:
-    """A cause key for an API write: unique per request (the Idempotency-Key guards retries)."""
+def _unique_cause(request: Request, principal) -> str:
+    """The ledger cause of an API write. With an Idempotency-Key it is derived from the key, so the
+    ledger's unique index refuses a second application even if two retries slipped past the
+    idempotency record (a request that outlived the in-flight window); without one, each request
+    is its own cause."""
     import uuid
 
+    key = request.headers.get("idempotency-key")
+    if key:
+        return f"key:{principal.name}:{key.strip()}"
     return uuid.uuid4().hex

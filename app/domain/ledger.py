@@ -130,6 +130,10 @@ async def apply_movement(
     return movement
 
 
+async def movement_by_cause(session: AsyncSession, cause_key: str) -> StockMovement | None:
+    return (await session.execute(select(StockMovement).where(StockMovement.cause_key == cause_key))).scalar_one_or_none()
+
+
 async def balance(session: AsyncSession, sku_id: int) -> Balance:
     row = (await session.execute(select(Sku.on_hand, Sku.reserved).where(Sku.id == sku_id))).one()
     return Balance(on_hand=row[0], reserved=row[1])

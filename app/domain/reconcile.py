@@ -166,8 +166,17 @@ async def _link_waiting_refunds(session: AsyncSession, store: Store, order: Orde
     waiting = (await session.execute(select(Refund).where(
         Refund.store_id == store.id, Refund.order_external_id == order.external_id, Refund.order_id.is_(None)
     ))).scalars().all()
+    if not waiting:
+        return
+    by_ext = {l.external_line_id: l.id for l in (await session.execute(
+        select(OrderLine).where(OrderLine.order_id == order.id))).scalars()}
     for refund in waiting:
         refund.order_id = order.id
+        # Its lines could not be matched while the order was missing: match them now by the order
+        # line they name, or their stock effects would never apply.
+        for rline in (await session.execute(select(RefundLine).where(
+                RefundLine.refund_id == refund.id, RefundLine.order_line_id.is_(None)))).scalars():
+            rline.order_line_id = by_ext.get(rline.external_line_id or "")
         await _apply_refund_effects(session, order, refund)
 
 
@@ -330,6 +339,7 @@ async def _resolve_refund_lines(session: AsyncSession, order: Order, refund: Ref
 
 async def _apply_refund_effects(session: AsyncSession, order: Order, refund: Refund) -> None:
     """Money: the order's refunded total. Stock: a succeeded refund's lines, once each."""
+    await session.flush()  # the session does not autoflush: the sum below must see this refund
     succeeded = (await session.execute(select(Refund.amount_minor).where(
         Refund.order_id == order.id, Refund.status == RefundStatus.SUCCEEDED.value))).scalars().all()
     order.refunded_minor = sum(succeeded)

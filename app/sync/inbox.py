@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.base import OrderDeleted, OrderNotice, OrderSnapshot, RefundNotice, RefundSnapshot, WebhookDelivery
@@ -35,10 +36,14 @@ from app.workers.runner import Done, JobContext, Outcome, Retry
 log = logging.getLogger("coopsync.inbox")
 
 DEPENDENCY_WAIT = timedelta(hours=24)  # how long a refund may wait for its order before it is failed
+NOTICE_WAIT = timedelta(hours=1)  # how long a notice may name an order the platform cannot show yet
+NOTICE_RETRY_S = 15.0  # seconds between tries of such a notice
 
 
 async def fetch_named(adapter, delivery: WebhookDelivery) -> tuple[list[OrderSnapshot], list[RefundSnapshot]]:
-    """Turn notices into snapshots through the adapter (outside any transaction)."""
+    """Turn notices into snapshots through the adapter (outside any transaction). A notice naming an
+    order or refund the platform cannot show yet raises ``DependencyNotReady`` (its read replica
+    may lag behind its push); a deleted order that cannot be read is simply gone."""
     orders = list(delivery.orders)
     refunds = list(delivery.refunds)
     for notice in delivery.notices:
@@ -46,10 +51,15 @@ async def fetch_named(adapter, delivery: WebhookDelivery) -> tuple[list[OrderSna
             snap = await adapter.fetch_order(notice.external_id)
             if snap is not None:
                 orders.append(snap)
+            elif isinstance(notice, OrderNotice):
+                raise DependencyNotReady(f"the platform cannot show order {notice.external_id} yet",
+                                         retry_after_s=NOTICE_RETRY_S)
         elif isinstance(notice, RefundNotice):
             snap = await adapter.fetch_refund(notice.external_id, notice.order_external_id)
-            if snap is not None:
-                refunds.append(snap)
+            if snap is None:
+                raise DependencyNotReady(f"the platform cannot show refund {notice.external_id} yet",
+                                         retry_after_s=NOTICE_RETRY_S)
+            refunds.append(snap)
     return orders, refunds
 
 
@@ -85,6 +95,11 @@ async def prepare(ctx: JobContext, row: InboxItem | None, store: Store | None) -
         prepared.orders, prepared.refunds = await fetch_named(adapter, delivery)
     except TransientError as exc:
         prepared.outcome = Retry(exc.retry_after_s or backoff_s(ctx.job.attempts), str(exc))
+    except DependencyNotReady as exc:
+        if utcnow() - ctx.job.created_at > NOTICE_WAIT:
+            prepared.failure = f"gave up waiting: {exc}"
+        else:
+            prepared.outcome = Retry(exc.retry_after_s or NOTICE_RETRY_S, str(exc), counts=False)
     except AuthExpiredError as exc:
         prepared.auth_store_id = store.id
         prepared.failure = f"auth expired while fetching: {exc}; replay after re-authorising"
@@ -135,6 +150,14 @@ async def apply_prepared(session: AsyncSession, prepared: Prepared) -> Outcome:
     except (PayloadError, PermanentError) as exc:
         _fail(row, f"cannot apply: {exc}")
         return Done("failed: apply")
+    except (OperationalError, IntegrityError):
+        raise  # the database's trouble (a lock, a race): the job retries the row as it is
+    except Exception as exc:
+        # A bug in mapping or reconcile must not leave the row pending for ever: keep it failed,
+        # listed and replayable once the code is fixed.
+        log.exception("inbox row could not be applied", extra={"inbox_id": row.id})
+        _fail(row, f"cannot apply: {exc!r}")
+        return Done("failed: unexpected")
     row.status = "done"
     row.error = None
     row.attempts += 1

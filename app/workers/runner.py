@@ -104,6 +104,15 @@ RETURNING id
 BATCHED_JOBS = frozenset({"inbox.apply"})  # short, lock-free jobs that arrive in floods
 BATCH_SIZE = 16  # jobs claimed and recorded per transaction for those
 
+# A stalled job whose queued twin (same dedupe key) exists is superseded by it: the twin plans from
+# the state at its own run, so nothing is lost, and requeuing would break the one-queued-per-key index.
+_SUPERSEDE_STALLED_SQL = """
+UPDATE job SET status = 'done', finished_at = :now, updated_at = :now, lease_until = NULL,
+               last_error = 'lease expired; superseded by a newer queued job'
+WHERE status = 'running' AND lease_until < :now AND dedupe_key IS NOT NULL
+  AND EXISTS (SELECT 1 FROM job q WHERE q.status = 'queued' AND q.dedupe_key = job.dedupe_key)
+"""
+
 _REAP_SQL = """
 UPDATE job SET status = 'queued', locked_by = NULL, lease_until = NULL, updated_at = :now,
                last_error = 'lease expired: the worker that held it stopped'
@@ -131,8 +140,10 @@ class Runner:
     # -- one step at a time (tests drive these directly) -------------------------------------
     async def reap(self) -> int:
         async with self.db.transaction() as session:
-            result = await session.execute(text(_REAP_SQL), {"now": _t(session, utcnow())})
-            return result.rowcount or 0
+            now = _t(session, utcnow())
+            superseded = await session.execute(text(_SUPERSEDE_STALLED_SQL), {"now": now})
+            result = await session.execute(text(_REAP_SQL), {"now": now})
+            return (result.rowcount or 0) + (superseded.rowcount or 0)
 
     async def claim(self) -> Job | None:
         jobs = await self.claim_batch(1)
@@ -259,15 +270,18 @@ class Runner:
                 sql = ("UPDATE job SET status = 'dead', last_error = :err, finished_at = :now, updated_at = :now,"
                        " lease_until = NULL WHERE id = :id AND locked_by = :me")
                 label = "dead"
-            try:
-                await session.execute(text(sql), params)
-            except IntegrityError:
-                # Re-queuing collided with a newer queued twin (same dedupe key): the twin covers it.
-                await session.rollback()
-                async with self.db.transaction() as s2:
-                    await s2.execute(text("UPDATE job SET status = 'done', finished_at = :now, updated_at = :now,"
-                                          " last_error = 'superseded by a newer queued job' WHERE id = :id"),
-                                     {"id": job.id, "now": _t(s2, now)})
+            if label == "retry" and job.dedupe_key is not None:
+                # A newer twin queued meanwhile (same dedupe key) covers this retry: re-queuing would
+                # break the one-queued-per-key index, so this run ends as superseded instead.
+                twin = (await session.execute(text(
+                    "SELECT 1 FROM job WHERE status = 'queued' AND dedupe_key = :key AND id != :id LIMIT 1"),
+                    {"key": job.dedupe_key, "id": job.id})).first()
+                if twin is not None:
+                    sql = ("UPDATE job SET status = 'done', finished_at = :now, updated_at = :now, lease_until = NULL,"
+                           " last_error = 'superseded by a newer queued job' WHERE id = :id AND locked_by = :me")
+                    params = {"id": job.id, "me": self.worker_id, "now": params["now"]}
+                    label = "superseded"
+            await session.execute(text(sql), params)
         JOBS.labels(job.name, label).inc()
         if label != "done":
             log.warning("job %s #%s %s: %s", job.name, job.id, label, getattr(outcome, "error", ""))

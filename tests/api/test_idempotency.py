@@ -65,3 +65,21 @@ async def test_sku_creation_replays_with_key(client, db):
     a = await client.post("/v1/skus", json={"sku": "S-1", "name": "one"}, headers=h)
     b = await client.post("/v1/skus", json={"sku": "S-1", "name": "one"}, headers=h)
     assert a.status_code == b.status_code == 201 and a.json() == b.json()
+
+
+async def test_a_retry_that_slips_past_the_idempotency_record_still_receives_once(client, db):
+    """Even if the record is gone (a request outlived the in-flight window), the ledger's cause key,
+    derived from the Idempotency-Key, refuses the second application."""
+    from sqlalchemy import delete
+
+    await create_sku(client, "TEA-SLIP")
+    body = {"sku": "TEA-SLIP", "quantity": 7, "member_id": "m-01"}
+    h = {**ADMIN, "Idempotency-Key": "slip-1"}
+    first = await client.post("/v1/stock/receipts", json=body, headers=h)
+    async with db.transaction() as session:
+        await session.execute(delete(IdempotencyRecord))
+    again = await client.post("/v1/stock/receipts", json=body, headers=h)
+    assert first.status_code == again.status_code == 201
+    assert again.json()["movement"]["id"] == first.json()["movement"]["id"]
+    _, on_hand, _ = await ledger_state(db, "TEA-SLIP")
+    assert on_hand == 7

@@ -175,3 +175,38 @@ async def test_douyin_push_is_verified_answered_and_fetches_the_order(client, db
     async with db.read() as session:
         keys = set((await session.execute(select(Listing.external_sku_key))).scalars())
     assert keys  # the lines' listings are known, ready to bind
+
+
+async def test_a_douyin_notice_for_an_order_not_visible_yet_waits_then_fails_replayable(client, db, runner):
+    from sqlalchemy import text
+
+    from app.models import InboxItem, Job
+    from tests.sync.conftest import make_jobs_due
+
+    store = await create_store(client, "douyin", external_shop_id="12345", credentials=DY_CREDS,
+                               webhook_secret="testsecret", settings={"base_url": DY_BASE, "poll_interval_s": 0})
+    body = json.dumps([{"tag": "101", "msg_id": "m-9", "data": json.dumps({"p_id": 42, "shop_id": 12345})}]).encode()
+    sign = hashlib.md5(DY_CREDS["app_key"].encode() + body + DY_CREDS["app_secret"].encode()).hexdigest()
+    r = await client.post(f"/webhooks/douyin/{store['id']}", content=body,
+                          headers={"app-id": DY_CREDS["app_key"], "event-sign": sign})
+    assert r.status_code == 200
+
+    def empty_detail(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"code": 10000, "msg": "success", "data": {}})
+
+    with respx.mock(assert_all_mocked=True) as mock:
+        mock.route(host="douyin.test").mock(side_effect=empty_detail)
+        await runner.run_until_idle()
+        async with db.read() as session:
+            row = (await session.execute(select(InboxItem))).scalar_one()
+            job = (await session.execute(select(Job).where(Job.name == "inbox.apply"))).scalar_one()
+        assert row.status == "pending" and job.status == "queued" and "cannot show order 42" in job.last_error
+        async with db.transaction() as session:  # an hour and more later, still nothing to see
+            await session.execute(text("UPDATE job SET created_at = :t"),
+                                  {"t": "2020-01-01 00:00:00" if db.engine.dialect.name == "sqlite"
+                                   else __import__("datetime").datetime(2020, 1, 1, tzinfo=__import__("datetime").timezone.utc)})
+        await make_jobs_due(db)
+        await runner.run_until_idle()
+    r = await client.get("/v1/inbox", params={"status": "failed"}, headers=ADMIN)
+    [failed] = r.json()["items"]
+    assert "gave up waiting" in failed["error"]

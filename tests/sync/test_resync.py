@@ -237,3 +237,25 @@ async def test_a_resync_request_with_the_same_idempotency_key_queues_one_job(sho
     assert first.status_code == again.status_code == 202 and first.json()["id"] == again.json()["id"]
     r = await client.get("/v1/resyncs", headers=ADMIN)
     assert len(r.json()["items"]) == 1
+
+
+async def test_an_inventory_resync_never_runs_beside_the_stores_push_job(shop, client, db, runner):
+    from app.models import Job
+    from app.workers.jobs import enqueue
+
+    job = await _resync(client, shop.store["id"], "inventory", None, None)
+    async with db.read() as session:
+        resync_job = (await session.execute(select(Job).where(Job.name == "resync.run"))).scalar_one()
+    assert resync_job.lock_key == f"stock.push:{shop.store['id']}"
+    # While a push for the store holds its lock, the resync waits; then it runs.
+    async with db.transaction() as session:
+        await enqueue(session, "stock.push", {"store_id": shop.store["id"]}, lock_key=f"stock.push:{shop.store['id']}",
+                      priority=1)
+    push = await runner.claim()
+    assert push.name == "stock.push"
+    assert await runner.claim() is None  # the resync shares the lock: not claimable now
+    from app.workers.runner import Done
+
+    await runner._record(push, Done())
+    await runner.run_until_idle()
+    assert (await _get(client, job["id"]))["status"] == "succeeded"

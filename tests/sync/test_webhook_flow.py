@@ -257,11 +257,12 @@ async def test_a_poison_row_in_a_batch_does_not_hold_back_the_others(shop, clien
     await runner.run_until_idle()
     async with db.read() as session:
         statuses = (await session.execute(select(InboxItem.status).order_by(InboxItem.id))).scalars().all()
-        job = (await session.execute(select(Job).where(Job.status == "queued"))).scalar_one()
-    assert statuses.count("done") == 5 and statuses.count("pending") == 1
-    assert "a bug in one mapping" in job.last_error
-    monkeypatch.setattr(inbox, "upsert_order", real)
-    await make_jobs_due(db)
+    assert statuses.count("done") == 5 and statuses.count("failed") == 1
+    r = await client.get("/v1/inbox", params={"status": "failed"}, headers=ADMIN)
+    [failed] = r.json()["items"]
+    assert "a bug in one mapping" in failed["error"]  # listed, with its reason, never stuck as pending
+    monkeypatch.setattr(inbox, "upsert_order", real)  # the bug is fixed: replay it
+    assert (await client.post(f"/v1/inbox/{failed['id']}/replay", headers=ADMIN)).status_code == 202
     await runner.run_until_idle()
     assert await _count(db, Order) == 6
     assert await stock_of(client) == (100, 6)
@@ -301,3 +302,31 @@ async def test_a_row_rolled_back_after_reserving_leaves_no_stale_stock_for_the_n
     r = await client.get("/v1/inbox", params={"status": "failed"}, headers=ADMIN)
     assert len(r.json()["items"]) == 1
     SandboxMarket.unregister(name)
+
+
+async def test_a_refund_stored_before_its_order_applies_its_lines_when_the_order_arrives(shop, client, db, runner):
+    """A pulled refund whose order is not here yet is kept; when the order arrives its lines are
+    matched and their stock effects apply (here: a cancel before shipping releases the reservation)."""
+    from app.domain.reconcile import upsert_order, upsert_refund
+    from app.models import Store
+
+    order = shop.market.sell("tea-250", 4)
+    refund = shop.market.refund(order["id"], {"tea-250": 3}, restock="cancel")
+    adapter_snapshots = {d.topic: d for d in shop.market.take_deliveries()}
+    from adapters.sandbox.mapping import order_from_sandbox, refund_from_sandbox
+
+    order_snap = order_from_sandbox(shop.market.get_order(order["id"]))
+    refund_snap = refund_from_sandbox(shop.market.get_refund(refund["id"]))
+    async with db.transaction() as session:
+        store = await session.get(Store, shop.store["id"])
+        await upsert_refund(session, store, refund_snap, via="poll", wait_for_order=False)
+    async with db.transaction() as session:
+        store = await session.get(Store, shop.store["id"])
+        await upsert_order(session, store, order_snap.model_copy(update={"refunds": []}), via="poll")
+    assert adapter_snapshots  # the market did emit its webhooks; this test takes the pull path instead
+    r = await client.get("/v1/refunds", headers=ADMIN)
+    [got] = r.json()["items"]
+    assert got["order_id"] is not None and got["lines"][0]["sku"] == "GYNO-TEA-250G"
+    assert await stock_of(client) == (100, 1)  # 4 reserved, 3 released by the refund
+    r = await client.get("/v1/orders", headers=ADMIN)
+    assert r.json()["items"][0]["refunded_minor"] == 3 * 3990

@@ -177,3 +177,45 @@ async def test_a_stock_push_runs_before_an_older_backlog(db, settings):
     runner = _runner(db, settings, {"t.backlog": record, "stock.push": record})
     await runner.run_until_idle()
     assert order[0] == "stock.push" and order.count("t.backlog") == 5
+
+
+async def test_a_stalled_job_with_a_queued_twin_is_superseded_and_reaping_goes_on(db, settings):
+    async with db.transaction() as s:
+        await enqueue(s, "stock.push", {"store_id": 1}, dedupe_key="stock.push:1", lock_key="stock.push:1")
+        await enqueue(s, "t.other", {})
+    dead = _runner(db, settings, {})
+    stalled = await dead.claim()
+    assert stalled.name == "stock.push"
+    other = await dead.claim()  # a second stalled job of another kind
+    async with db.transaction() as s:  # a sale queues the push's twin while the worker is dead
+        await enqueue(s, "stock.push", {"store_id": 1}, dedupe_key="stock.push:1", lock_key="stock.push:1")
+        past = utcnow() - timedelta(seconds=1)
+        await s.execute(text("UPDATE job SET lease_until = :t WHERE status = 'running'"),
+                        {"t": past.replace(tzinfo=None) if db.engine.dialect.name == "sqlite" else past})
+    ran = []
+
+    async def work(ctx):
+        ran.append(ctx.job.name)
+        return Done()
+
+    survivor = _runner(db, settings, {"stock.push": work, "t.other": work}, name="w2")
+    assert await survivor.reap() == 2
+    await survivor.run_until_idle()
+    assert sorted(ran) == ["stock.push", "t.other"]  # the twin ran, and the other stalled job too
+    statuses = {j.id: j.status for j in await _jobs(db)}
+    assert statuses[stalled.id] == "done" and statuses[other.id] == "done"
+
+
+async def test_a_retry_that_collides_with_a_queued_twin_ends_as_superseded(db, settings):
+    async def conflict(ctx):
+        async with db.transaction() as s:  # a newer change queues the twin during this run
+            await enqueue(s, "stock.push", {"store_id": 1}, dedupe_key="stock.push:1", lock_key="stock.push:1")
+        return Retry(0.05, "compare-and-set conflict", counts=False)
+
+    async with db.transaction() as s:
+        await enqueue(s, "stock.push", {"store_id": 1}, dedupe_key="stock.push:1", lock_key="stock.push:1")
+    runner = _runner(db, settings, {"stock.push": conflict})
+    first = await runner.run_one()
+    jobs = {j.id: j for j in await _jobs(db)}
+    assert jobs[first.id].status == "done" and "superseded" in jobs[first.id].last_error
+    assert [j.status for j in jobs.values() if j.id != first.id] == ["queued"]
