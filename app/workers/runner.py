@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import traceback
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
@@ -64,7 +65,7 @@ class JobContext:
             await session.execute(
                 text("UPDATE job SET lease_until = :until WHERE id = :id AND locked_by = :me"),
                 {"until": _t(session, utcnow() + timedelta(seconds=self.settings.job_lease_s)),
-                 "id": self.job.id, "me": self.worker_id},
+                 "id": self.job.id, "me": self.job.locked_by},
             )
 
 
@@ -162,7 +163,10 @@ class Runner:
         try:
             async with self.db.transaction() as session:
                 now = utcnow()
-                params.update(now=_t(session, now), me=self.worker_id,
+                # A token per claim, not per worker: the fencing below must tell apart two claims of
+                # one job by tasks of the same runner (a lease ran out, the job was claimed again).
+                claim = f"{self.worker_id}:{uuid.uuid4().hex[:12]}"
+                params.update(now=_t(session, now), me=claim,
                               lease=_t(session, now + timedelta(seconds=self.settings.job_lease_s)))
                 row = (await session.execute(text(_CLAIM_SQL.format(names=names_sql, skip_locked=skip)), params)).first()
                 if row is None:
@@ -171,7 +175,7 @@ class Runner:
                 ids = [first.id]
                 if size > 1 and first.name in BATCHED_JOBS and first.lock_key is None:
                     more = (await session.execute(text(_CLAIM_MORE_SQL.format(skip_locked=skip)), {
-                        "now": params["now"], "me": self.worker_id, "lease": params["lease"], "name": first.name,
+                        "now": params["now"], "me": claim, "lease": params["lease"], "name": first.name,
                         "more": size - 1})).all()
                     ids += [r[0] for r in more]
                 jobs = [first] + [await session.get(Job, i) for i in ids[1:]]
@@ -244,7 +248,7 @@ class Runner:
             for job, _ in results:
                 await session.execute(text(
                     "UPDATE job SET status = 'done', finished_at = :now, updated_at = :now, lease_until = NULL,"
-                    " last_error = NULL WHERE id = :id AND locked_by = :me"), {"id": job.id, "me": self.worker_id,
+                    " last_error = NULL WHERE id = :id AND locked_by = :me"), {"id": job.id, "me": job.locked_by,
                                                                               "now": now})
         for job, _ in results:
             JOBS.labels(job.name, "done").inc()
@@ -252,7 +256,7 @@ class Runner:
     async def _record(self, job: Job, outcome: Outcome) -> None:
         async with self.db.transaction() as session:
             now = utcnow()
-            params: dict[str, Any] = {"id": job.id, "me": self.worker_id, "now": _t(session, now)}
+            params: dict[str, Any] = {"id": job.id, "me": job.locked_by, "now": _t(session, now)}
             if isinstance(outcome, Done):
                 sql = ("UPDATE job SET status = 'done', finished_at = :now, updated_at = :now, lease_until = NULL,"
                        " last_error = NULL WHERE id = :id AND locked_by = :me")
@@ -279,7 +283,7 @@ class Runner:
                 if twin is not None:
                     sql = ("UPDATE job SET status = 'done', finished_at = :now, updated_at = :now, lease_until = NULL,"
                            " last_error = 'superseded by a newer queued job' WHERE id = :id AND locked_by = :me")
-                    params = {"id": job.id, "me": self.worker_id, "now": params["now"]}
+                    params = {"id": job.id, "me": job.locked_by, "now": params["now"]}
                     label = "superseded"
             await session.execute(text(sql), params)
         JOBS.labels(job.name, label).inc()

@@ -219,3 +219,20 @@ async def test_a_retry_that_collides_with_a_queued_twin_ends_as_superseded(db, s
     jobs = {j.id: j for j in await _jobs(db)}
     assert jobs[first.id].status == "done" and "superseded" in jobs[first.id].last_error
     assert [j.status for j in jobs.values() if j.id != first.id] == ["queued"]
+
+
+async def test_a_late_answer_from_an_earlier_claim_by_the_same_runner_is_fenced_off(db, settings):
+    async with db.transaction() as s:
+        await enqueue(s, "stock.push", {"store_id": 1}, lock_key="stock.push:1")
+    runner = _runner(db, settings, {})
+    first = await runner.claim()  # task A of this runner; its lease runs out while it still works
+    past = utcnow() - timedelta(seconds=1)
+    async with db.transaction() as s:
+        await s.execute(text("UPDATE job SET lease_until = :t"),
+                        {"t": past.replace(tzinfo=None) if db.engine.dialect.name == "sqlite" else past})
+    await runner.reap()
+    second = await runner.claim()  # task B of the same runner takes the job again
+    assert second.id == first.id and second.locked_by != first.locked_by
+    await runner._record(first, Done())  # A finishes late: must not end B's run or free the lock
+    [job] = await _jobs(db)
+    assert job.status == "running" and job.locked_by == second.locked_by
