@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.base import OrderSnapshot, OrderStatus, RefundSnapshot, RefundStatus
@@ -385,9 +385,12 @@ async def _apply_refund_effects(session: AsyncSession, order: Order, refund: Ref
 
 async def platform_count_changed(session: AsyncSession, store_id: int, external_sku_key: str, units: int) -> None:
     """Account for units a shop took off (or put back on) its own count since our last push."""
+    # Units going back (cancels, restocks) absorb nothing; sales first use up the unheard ones.
+    absorbed = 0 if units <= 0 else case((Listing.unheard_sales < units, Listing.unheard_sales), else_=units)
     await session.execute(
         update(Listing).where(Listing.store_id == store_id, Listing.external_sku_key == external_sku_key)
-        .values(sold_since_push=Listing.sold_since_push + units)
+        .values(sold_since_push=Listing.sold_since_push + units - absorbed,
+                unheard_sales=Listing.unheard_sales - absorbed)
     )
 
 

@@ -48,6 +48,9 @@ class Listing(SQLModel, table=True):
     # Units the platform took off this listing (sales, less cancels and restocks) since our last
     # successful push: the platform should now show pushed_quantity - sold_since_push.
     sold_since_push: int = Field(default=0, sa_type=BigInteger)
+    # Sales learnt only from the platform's own count (their webhooks were lost): when their orders
+    # arrive later they are absorbed here instead of being counted against the listing a second time.
+    unheard_sales: int = Field(default=0, sa_type=BigInteger)
     push_error: str | None = Field(default=None, max_length=1000)
     platform_quantity: int | None = Field(default=None, sa_type=BigInteger)
     platform_checked_at: datetime | None = time_field()

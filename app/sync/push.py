@@ -187,8 +187,12 @@ async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[li
                 STOCK_PUSHES.labels(store.platform, "conflict").inc()
                 if result.current_quantity is not None and _waited_too_long(ctx):
                     # The sales behind the difference never reached us (a lost webhook): believe the
-                    # platform's count; polling will bring the orders in.
-                    listing.sold_since_push = (listing.pushed_quantity or 0) - result.current_quantity
+                    # platform's count, and remember them as unheard so that their orders, when
+                    # polling brings them in, are not counted against the listing a second time.
+                    unheard = outstanding(listing) - result.current_quantity
+                    if unheard > 0:
+                        listing.sold_since_push += unheard
+                        listing.unheard_sales += unheard
                     log.warning("stock push conflict resolved from the platform's count",
                                 extra={"listing": listing.external_sku_key, "platform": result.current_quantity})
             else:

@@ -187,3 +187,30 @@ async def test_a_transient_push_failure_is_retried(client, db, runner):
     assert route.call_count == 4
     assert {r.request.read() for r in route.calls}.pop()  # every attempt sent the absolute figure
     assert all(b'"available": 7' in c.request.content or b'"available":7' in c.request.content for c in route.calls)
+
+
+async def test_a_sale_learnt_from_the_platforms_count_is_not_counted_again_when_its_order_arrives(
+        shops, client, db, runner, monkeypatch):
+    from app.sync import push
+    from tests.sync.conftest import make_jobs_due
+
+    a, b, c = (s.store["id"] for s in shops)
+    await client.put("/v1/stock/GYNO-TEA-250G/allocation", headers=ADMIN,
+                     json={"mode": "shares", "shares": {str(a): 1, str(b): 1, str(c): 1}})
+    await runner.run_until_idle()
+    shops[1].market.sell("tea-250", 3)
+    lost = shops[1].market.take_deliveries()  # its webhook is lost for now
+    await receive(client, "GYNO-TEA-250G", 10)
+    monkeypatch.setattr(push, "CONFLICT_PATIENCE_S", 0.0)  # give up waiting at once: believe the platform
+    await runner.run_until_idle()
+    await make_jobs_due(db)
+    await runner.run_until_idle()
+    async with db.read() as session:
+        listing = (await session.execute(select(Listing).where(Listing.store_id == b))).scalar_one()
+    assert listing.unheard_sales == 3
+    await shops[1].deliver(lost)  # polling finds the order at last
+    await runner.run_until_idle()
+    assert [s.market.stock("tea-250") for s in shops] == [169, 169, 169]  # no conflict: counted once
+    async with db.read() as session:
+        listing = (await session.execute(select(Listing).where(Listing.store_id == b))).scalar_one()
+    assert listing.unheard_sales == 0
