@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -159,5 +158,3 @@ def pytest_collection_modifyitems(config, items):
 
     items.sort(key=engine_of)
 
-
-tempfile.tempdir = tempfile.gettempdir()

@@ -34,7 +34,27 @@ def service_env(database_url: str, **overrides: str) -> dict[str, str]:
     return env
 
 
-class Service:
+class _Process:
+    """A child process the tests can crash (SIGKILL) or stop (SIGTERM, then SIGKILL)."""
+
+    proc: subprocess.Popen
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no flushing, as a crash would be."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class Service(_Process):
     """``uvicorn app.main:app_factory`` in a subprocess on a free port."""
 
     def __init__(self, database_url: str, **env: str) -> None:
@@ -59,38 +79,15 @@ class Service:
         self.kill()
         raise RuntimeError("service did not start in 30 s")
 
-    def kill(self) -> None:
-        """SIGKILL: no shutdown hooks, no flushing, as a crash would be."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
-class Worker:
+class Worker(_Process):
     """``coopsync worker`` in a subprocess."""
 
     def __init__(self, database_url: str, **env: str) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], cwd=ROOT,
                                      env=service_env(database_url, **env), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
 
 
 ThreadedServer = ServerThread  # an ASGI app (a sandbox market, a receiver) on a real port, in a thread
