@@ -15,18 +15,23 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000  # milliseconds a writer waits for the lock befo
 READ_ONLY_OPTION = "coopsync_read_only"  # execution option: this transaction only reads
 
 
+def sqlite_pragmas(dbapi_connection) -> None:
+    """The settings every SQLite connection of the service runs with."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # FULL, not NORMAL: an acknowledged webhook must survive a power cut, not only a crash.
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
 def _prepare_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection, _record):  # pragma: no cover - exercised by every sqlite test
         # Let us issue BEGIN ourselves (pysqlite's implicit transactions would defer it).
         dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        # FULL, not NORMAL: an acknowledged webhook must survive a power cut, not only a crash.
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
+        sqlite_pragmas(dbapi_connection)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn):  # pragma: no cover

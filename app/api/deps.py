@@ -54,6 +54,16 @@ class Database:
                 self._writer_task = None
 
     @asynccontextmanager
+    async def exclusive_writer(self) -> AsyncIterator[None]:
+        """This process's writer turn, for writes made outside a session (the inbox intake's own
+        connection). On PostgreSQL, row locks do this job and nothing is held."""
+        if not self.is_sqlite:
+            yield
+            return
+        async with self._writer:
+            yield
+
+    @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """A session for reading: on SQLite its transaction is deferred and never takes the write lock."""
         async with self.sessions() as session:

@@ -95,29 +95,35 @@ async def receive_webhook(platform: str, store_id: int, request: Request) -> Res
 
 
 class WebhookFastPath:
-    """Serves ``POST /webhooks/{platform}/{store_id}`` straight from ASGI; everything else goes on
-    to FastAPI. It sits inside the request-context middleware (request id, metrics, size limit)."""
+    """Serves ``POST /webhooks/{platform}/{store_id}`` straight from ASGI, ahead of FastAPI's own
+    request machinery (``CoopsyncApp`` sends deliveries here). Wrapped in the request-context
+    middleware by the app, as every other route is (request id, metrics, size limit)."""
 
-    def __init__(self, app, fastapi_app) -> None:
-        self.app = app
+    def __init__(self, fastapi_app) -> None:
         self.fastapi_app = fastapi_app
 
+    @staticmethod
+    def matches(scope) -> bool:
+        return scope["type"] == "http" and scope["method"] == "POST" and _PATH.match(scope["path"]) is not None
+
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "POST":
-            return await self.app(scope, receive, send)
         match = _PATH.match(scope["path"])
-        if match is None:
-            return await self.app(scope, receive, send)
         scope["coopsync_route"] = ROUTE
         chunks = []
         more = True
         while more:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                return
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        status, body, extra = await accept(self.fastapi_app.state, match.group(1), int(match.group(2)), headers,
-                                          b"".join(chunks))
+        try:
+            status, body, extra = await accept(self.fastapi_app.state, match.group(1), int(match.group(2)), headers,
+                                              b"".join(chunks))
+        except Exception:
+            log.exception("webhook intake failed")
+            status, body, extra = 500, problem_body(500, "internal error"), _PROBLEM_HEADERS
         response_headers = [(b"content-type", extra.get("content-type", "application/json").encode()),
                             (b"content-length", str(len(body)).encode())]
         response_headers += [(k.encode(), v.encode()) for k, v in extra.items() if k != "content-type"]
