@@ -31,6 +31,7 @@ INBOX_APPLY_JOB = "inbox.apply"
 INBOX_APPLY_PRIORITY = 100
 INBOX_APPLY_MAX_ATTEMPTS = 20
 MAX_BATCH = 256  # rows per group commit
+APPLICATION_NAME = "coopsync-intake"  # how the intake's PostgreSQL connection shows in pg_stat_activity
 KEPT_HEADERS = 40  # headers kept with a delivery (the signature and event ids are among the first)
 
 
@@ -101,8 +102,9 @@ class SqliteInboxWriter:
                 conn.executemany(self.TOUCH_STORE, [(stamp, store_id) for store_id in {s for _, s, _ in inserted}])
             conn.execute("COMMIT")
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            # A fresh connection for the next batch: whatever failed may have left this one unusable.
+            self._conn = None
+            conn.close()
             raise
         return inserted
 
@@ -146,20 +148,22 @@ class PostgresInboxWriter:
     async def write(self, rows: list[RowValues], now: datetime) -> list[tuple[int, int, str]]:
         import asyncpg
 
-        if self._conn is None or self._conn.is_closed():
-            self._conn = await asyncpg.connect(self.dsn)
         columns = list(zip(*rows))
-        try:
-            records = await self._conn.fetch(self.STATEMENT, *columns, now)
-        except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):
-            await self._drop_connection()
-            raise
-        return [(r[0], r[1], r[2]) for r in records]
-
-    async def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.terminate()
+        for attempt in (1, 2):
+            if self._conn is None or self._conn.is_closed():
+                self._conn = await asyncpg.connect(self.dsn, server_settings={"application_name": APPLICATION_NAME})
+            try:
+                records = await self._conn.fetch(self.STATEMENT, *columns, now)
+            except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):
+                conn, self._conn = self._conn, None
+                conn.terminate()
+                # Once more on a new connection (a server restart or an idle cut). Safe: if the lost
+                # statement did commit, its rows conflict now and are answered as duplicates.
+                if attempt == 2:
+                    raise
+                continue
+            return [(r[0], r[1], r[2]) for r in records]
+        raise AssertionError("unreachable")
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
