@@ -34,6 +34,9 @@ from bench._common import ROOT, BenchDatabase, CpuProbe, Uvicorn, median, pg_rea
 
 SECRET = "bench-webhook-secret"
 ADMIN_TOKEN = "bench-admin-token-0123456789"
+# Stock pushes go here and are refused at once: no outbound call leaves the machine, and the
+# workers spend no time waiting on a resolver for a real shop.
+BENCH_SHOPIFY_URL = "http://127.0.0.1:9"
 SKU = "sku-hosted-1"  # the fixture's line item sku: lines bind to it and reserve stock
 
 
@@ -77,7 +80,7 @@ def setup_store(url: str) -> int:
         r = c.post("/v1/stores", json={"platform": "shopify", "name": "bench shop",
                                         "external_shop_id": "qinba-tea.myshopify.com", "webhook_secret": SECRET,
                                         "credentials": {"access_token": "shpat_bench"},
-                                        "settings": {"poll_interval_s": 0}})
+                                        "settings": {"poll_interval_s": 0, "base_url": BENCH_SHOPIFY_URL}})
         assert r.status_code == 201, r.text
         return r.json()["id"]
 

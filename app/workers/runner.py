@@ -326,8 +326,10 @@ class Runner:
                 await asyncio.sleep(1.0)
                 continue
             self._wake.clear()
+            # The wait is computed first: a coroutine made before a cancelled await is never awaited.
+            idle_s = await self._idle_wait()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=await self._idle_wait())
+                await asyncio.wait_for(self._wake.wait(), timeout=idle_s)
             except asyncio.TimeoutError:
                 pass
 
