@@ -154,7 +154,8 @@ class PostgresInboxWriter:
                 self._conn = await asyncpg.connect(self.dsn, server_settings={"application_name": APPLICATION_NAME})
             try:
                 records = await self._conn.fetch(self.STATEMENT, *columns, now)
-            except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):
+            except (asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
+                    asyncpg.InterfaceError, OSError):  # the connection is gone (08xxx, 57Pxx, closed)
                 conn, self._conn = self._conn, None
                 conn.terminate()
                 # Once more on a new connection (a server restart or an idle cut). Safe: if the lost

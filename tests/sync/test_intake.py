@@ -146,7 +146,7 @@ async def test_on_postgresql_a_cut_intake_connection_is_replaced_without_a_lost_
             "WHERE application_name = :name AND datname = current_database()"), {"name": APPLICATION_NAME})).scalar_one()
     assert cut == 1
     r = await client.post(shop.url, content=second.body, headers=second.headers)
-    assert r.status_code == 200 and r.json() == {"status": "accepted"}
+    assert r.status_code == 200 and r.json() == {"status": "accepted"}, r.text
     assert await _count(db, InboxItem) == 2 and await _count(db, Job) == 2
 
 
