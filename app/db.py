@@ -9,10 +9,13 @@ from typing import AsyncIterator
 import orjson
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # milliseconds a writer waits for the lock before failing
 READ_ONLY_OPTION = "coopsync_read_only"  # execution option: this transaction only reads
+# PostgreSQL errors that say "try the same again": serialization failure, deadlock, lock not available.
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
 
 
 def sqlite_pragmas(dbapi_connection) -> None:
@@ -41,6 +44,17 @@ def _prepare_sqlite(engine: AsyncEngine) -> None:
         # Writers take the write lock up front: two deferred transactions that both read then write
         # would otherwise deadlock into SQLITE_BUSY instead of queueing (lost-update defence).
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_transient_db_error(exc: BaseException) -> bool:
+    """A database error that a retry of the same work can clear (a lock, a race, a deadlock), as
+    against one that would fail again (bad data, a bug)."""
+    if isinstance(exc, (OperationalError, IntegrityError)):
+        return True
+    if isinstance(exc, DBAPIError):
+        orig = exc.orig
+        return (getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)) in TRANSIENT_SQLSTATES
+    return False
 
 
 def _json_dumps(value) -> str:

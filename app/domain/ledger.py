@@ -60,6 +60,17 @@ async def lock_sku(session: AsyncSession, sku_id: int) -> Sku:
     return sku
 
 
+async def lock_skus(session: AsyncSession, sku_ids) -> None:
+    """Lock several sku rows at once, in id order (the order every multi-sku locker must keep)."""
+    locked: set = session.info.setdefault("locked_skus", set())
+    wanted = sorted(set(sku_ids) - locked)
+    if not wanted:
+        return
+    stmt = (select(Sku).where(Sku.id.in_(wanted)).order_by(Sku.id).with_for_update()
+            .execution_options(populate_existing=True))
+    locked.update(sku.id for sku in (await session.execute(stmt)).scalars())
+
+
 def forget_locks(session: AsyncSession) -> None:
     """After a savepoint rolled back. SQLAlchemy expires what it touched, so balances are re-read
     anyway; but a row lock taken inside the savepoint may be gone with it on PostgreSQL, so the next

@@ -10,8 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.base import OrderDeleted, OrderNotice, OrderSnapshot, RefundNotice, RefundSnapshot, WebhookDelivery
@@ -23,10 +22,11 @@ from adapters.errors import (
     PermanentError,
     TransientError,
 )
+from app.db import is_transient_db_error
 from app.domain import ledger
-from app.domain.reconcile import upsert_order, upsert_refund
+from app.domain.reconcile import listing_key, upsert_order, upsert_refund
 from app.metrics import INBOX_APPLIED
-from app.models import InboxItem, Store
+from app.models import InboxItem, Listing, Order, OrderLine, Sku, Store
 from app.models.base import utcnow
 from app.sync.adapters import make_adapter
 from app.sync.push import mark_auth_expired
@@ -69,6 +69,7 @@ class Prepared:
 
     ctx: JobContext
     inbox_id: int
+    store_id: int | None = None
     orders: list[OrderSnapshot] = field(default_factory=list)
     refunds: list[RefundSnapshot] = field(default_factory=list)
     failure: str | None = None  # kept as failed with this reason
@@ -82,6 +83,7 @@ async def prepare(ctx: JobContext, row: InboxItem | None, store: Store | None) -
     if row is None or row.status != "pending" or store is None:
         prepared.outcome = Done("already handled")
         return prepared
+    prepared.store_id = store.id
     adapter = make_adapter(store, ctx.services.get("http"))
     try:
         delivery = adapter.parse_webhook(dict(row.headers or {}), bytes(row.body))
@@ -150,9 +152,9 @@ async def apply_prepared(session: AsyncSession, prepared: Prepared) -> Outcome:
     except (PayloadError, PermanentError) as exc:
         _fail(row, f"cannot apply: {exc}")
         return Done("failed: apply")
-    except (OperationalError, IntegrityError):
-        raise  # the database's trouble (a lock, a race): the job retries the row as it is
     except Exception as exc:
+        if is_transient_db_error(exc):
+            raise  # the database's trouble (a lock, a race, a deadlock): the job retries the row as it is
         # A bug in mapping or reconcile must not leave the row pending for ever: keep it failed,
         # listed and replayable once the code is fixed.
         log.exception("inbox row could not be applied", extra={"inbox_id": row.id})
@@ -186,7 +188,50 @@ async def handle_inbox_batch(ctxs: list[JobContext]) -> list[Outcome]:
     loaded = await _load(ctxs)
     prepared = [await prepare(ctx, row, store) for ctx, (row, store) in zip(ctxs, loaded)]
     async with ctxs[0].db.transaction() as session:
+        if not ctxs[0].db.is_sqlite and len(prepared) > 1:
+            await lock_batch_stock(session, prepared)
         return [await apply_prepared(session, p) for p in prepared]
+
+
+async def lock_batch_stock(session: AsyncSession, batch: list[Prepared]) -> None:
+    """Take the listing and sku row locks a batch will need before applying any row of it: all the
+    listings, then all the skus, each in id order. Rows taking them line by line, in the order their
+    lines come, let two concurrent batches each hold what the other waits for (a deadlock)."""
+    listing_keys: set[tuple[int, str]] = set()
+    merchant_codes: set[str] = set()
+    refund_orders: set[tuple[int, str]] = set()
+    for p in batch:
+        if p.outcome is not None or p.failure is not None or p.store_id is None:
+            continue
+        for order in p.orders:
+            for line in order.lines:
+                key = listing_key(line.external_sku_key, line.merchant_sku)
+                if key is not None:
+                    listing_keys.add((p.store_id, key))
+                if line.merchant_sku:
+                    merchant_codes.add(line.merchant_sku)
+            refund_orders.update((p.store_id, r.order_external_id) for r in order.refunds)
+        refund_orders.update((p.store_id, r.order_external_id) for r in p.refunds)
+    sku_ids: set[int] = set()
+    if refund_orders:
+        # A refund moves the stock of its order's lines.
+        for store_id, key, sku_id in (await session.execute(
+                select(Order.store_id, OrderLine.external_sku_key, OrderLine.sku_id)
+                .join(Order, Order.id == OrderLine.order_id)
+                .where(tuple_(Order.store_id, Order.external_id).in_(sorted(refund_orders))))).all():
+            if key is not None:
+                listing_keys.add((store_id, key))
+            if sku_id is not None:
+                sku_ids.add(sku_id)
+    if listing_keys:
+        locked = (await session.execute(
+            select(Listing.id, Listing.sku_id)
+            .where(tuple_(Listing.store_id, Listing.external_sku_key).in_(sorted(listing_keys)))
+            .order_by(Listing.id).with_for_update())).all()
+        sku_ids.update(sku_id for _, sku_id in locked if sku_id is not None)
+    if merchant_codes:
+        sku_ids.update((await session.execute(select(Sku.id).where(Sku.sku.in_(sorted(merchant_codes))))).scalars())
+    await ledger.lock_skus(session, sku_ids)
 
 
 handle_inbox_apply.batch = handle_inbox_batch  # the runner applies claimed batches through this
