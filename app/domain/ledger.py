@@ -46,38 +46,37 @@ async def lock_sku(session: AsyncSession, sku_id: int) -> Sku:
 
     A sku locked earlier in this transaction is not selected again: its balances in memory are
     kept current by ``apply_movement`` from each UPDATE's RETURNING, and nobody else can change
-    the row while we hold the lock."""
-    locked: set = session.info.setdefault("locked_skus", set())
-    if sku_id in locked:
-        sku = await session.get(Sku, sku_id)  # from the identity map, no SQL
-        if sku is not None:
-            return sku
+    the row while we hold the lock. The session keeps it (its identity map alone holds objects
+    weakly, and an unreferenced sku would be selected again)."""
+    locked: dict[int, Sku] = session.info.setdefault("locked_skus", {})
+    sku = locked.get(sku_id)
+    if sku is not None:
+        return sku
     stmt = select(Sku).where(Sku.id == sku_id).with_for_update().execution_options(populate_existing=True)
     sku = (await session.execute(stmt)).scalar_one_or_none()
     if sku is None:
         raise UnknownSku(f"no sku with id {sku_id}")
-    locked.add(sku_id)
+    locked[sku_id] = sku
     return sku
 
 
 async def lock_skus(session: AsyncSession, sku_ids) -> None:
     """Lock several sku rows at once, in id order (the order every multi-sku locker must keep)."""
-    locked: set = session.info.setdefault("locked_skus", set())
-    wanted = sorted(set(sku_ids) - locked)
+    locked: dict[int, Sku] = session.info.setdefault("locked_skus", {})
+    wanted = sorted(set(sku_ids) - locked.keys())
     if not wanted:
         return
     stmt = (select(Sku).where(Sku.id.in_(wanted)).order_by(Sku.id).with_for_update()
             .execution_options(populate_existing=True))
-    locked.update(sku.id for sku in (await session.execute(stmt)).scalars())
+    locked.update((sku.id, sku) for sku in (await session.execute(stmt)).scalars())
 
 
 def forget_locks(session: AsyncSession) -> None:
     """After a savepoint rolled back. SQLAlchemy expires what it touched, so balances are re-read
     anyway; but a row lock taken inside the savepoint may be gone with it on PostgreSQL, so the next
     ``lock_sku`` must select ``FOR UPDATE`` again rather than trust that the lock is still held."""
-    for sku_id in session.info.pop("locked_skus", set()):
-        sku = session.sync_session.identity_map.get(session.sync_session.identity_key(Sku, sku_id))
-        if sku is not None:
+    for sku in session.info.pop("locked_skus", {}).values():
+        if sku in session:
             session.expire(sku)
 
 

@@ -94,7 +94,6 @@ async def upsert_order(session: AsyncSession, store: Store, snap: OrderSnapshot,
                       currency=snap.currency, total_minor=snap.total_minor, platform_updated_at=snap.updated_at,
                       seen_via=via)
         session.add(order)
-        await session.flush()
     order.status = str(snap.status)
     order.currency = snap.currency
     order.total_minor = snap.total_minor
@@ -112,8 +111,12 @@ async def upsert_order(session: AsyncSession, store: Store, snap: OrderSnapshot,
     order.raw = snap.raw
     order.updated_at = utcnow()
 
-    existing = {l.external_line_id: l for l in (await session.execute(
-        select(OrderLine).where(OrderLine.order_id == order.id))).scalars().all()}
+    if created:
+        await session.flush()  # one INSERT with every field set; the lines need its id
+        existing: dict = {}
+    else:
+        existing = {l.external_line_id: l for l in (await session.execute(
+            select(OrderLine).where(OrderLine.order_id == order.id))).scalars().all()}
     for index, line_snap in enumerate(snap.lines):
         key = listing_key(line_snap.external_sku_key, line_snap.merchant_sku)
         listing = await resolve_listing(session, store.id, key, line_snap.merchant_sku, line_snap.listing_ref)
@@ -146,7 +149,8 @@ async def upsert_order(session: AsyncSession, store: Store, snap: OrderSnapshot,
                 await platform_count_changed(session, store.id, line.external_sku_key, -line.platform_held)
                 line.platform_held = 0
     await session.flush()
-    await apply_stock_effects(session, order)
+    # ``existing`` holds every line of the order now (those loaded and those just added).
+    await apply_stock_effects(session, order, sorted(existing.values(), key=lambda l: l.line_no))
     await _apply_embedded_refunds(session, store, order, snap, via)
     if created:
         await _link_waiting_refunds(session, store, order)  # a refund can only wait for an order we lacked
@@ -194,10 +198,13 @@ def _target(order: Order, line: OrderLine) -> tuple[int, int]:
     return line.shipped_qty, 0  # cancelled: release, keep what already left
 
 
-async def apply_stock_effects(session: AsyncSession, order: Order) -> None:
-    lines = (await session.execute(
-        select(OrderLine).where(OrderLine.order_id == order.id).order_by(OrderLine.line_no)
-    )).scalars().all()
+async def apply_stock_effects(session: AsyncSession, order: Order, lines: list[OrderLine] | None = None) -> None:
+    """Move each line's stock to its target; ``lines``: all the order's lines in line order, when the
+    caller holds them already."""
+    if lines is None:
+        lines = (await session.execute(
+            select(OrderLine).where(OrderLine.order_id == order.id).order_by(OrderLine.line_no)
+        )).scalars().all()
     oversold = False
     for line in lines:
         if line.sku_id is None:

@@ -123,7 +123,11 @@ async def apply_prepared(session: AsyncSession, prepared: Prepared) -> Outcome:
     """Apply one prepared row in the caller's transaction, inside a savepoint of its own."""
     if prepared.outcome is not None:
         return prepared.outcome
-    row = await session.get(InboxItem, prepared.inbox_id, with_for_update=True, populate_existing=True)
+    batch_rows = session.info.get("inbox_rows")  # locked and read by ``handle_inbox_batch``
+    if batch_rows is not None:
+        row = batch_rows.get(prepared.inbox_id)
+    else:
+        row = await session.get(InboxItem, prepared.inbox_id, with_for_update=True, populate_existing=True)
     if row is None or row.status != "pending":
         return Done("already handled")  # another worker got here first (it holds the effect)
     if prepared.failure is not None:
@@ -131,7 +135,11 @@ async def apply_prepared(session: AsyncSession, prepared: Prepared) -> Outcome:
             await mark_auth_expired(session, prepared.auth_store_id, prepared.failure)
         _fail(row, prepared.failure)
         return Done("failed")
-    store = await session.get(Store, row.store_id)
+    # Kept for the batch: the identity map alone holds it weakly, and each row would select it again.
+    stores: dict[int, Store] = session.info.setdefault("inbox_stores", {})
+    store = stores.get(row.store_id)
+    if store is None:
+        store = stores[row.store_id] = await session.get(Store, row.store_id)
     try:
         try:
             async with session.begin_nested():
@@ -188,6 +196,12 @@ async def handle_inbox_batch(ctxs: list[JobContext]) -> list[Outcome]:
     loaded = await _load(ctxs)
     prepared = [await prepare(ctx, row, store) for ctx, (row, store) in zip(ctxs, loaded)]
     async with ctxs[0].db.transaction() as session:
+        # The rows first, in id order, read afresh under their lock: another worker may have applied
+        # one since it was loaded. Kept in the session for the batch (its identity map holds weakly).
+        ids = sorted({p.inbox_id for p in prepared if p.outcome is None})
+        session.info["inbox_rows"] = {r.id: r for r in (await session.execute(
+            select(InboxItem).where(InboxItem.id.in_(ids)).order_by(InboxItem.id).with_for_update()
+            .execution_options(populate_existing=True))).scalars()} if ids else {}
         if not ctxs[0].db.is_sqlite and len(prepared) > 1:
             await lock_batch_stock(session, prepared)
         return [await apply_prepared(session, p) for p in prepared]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from app.api.deps import Database
@@ -178,8 +178,10 @@ class Runner:
                         "now": params["now"], "me": claim, "lease": params["lease"], "name": first.name,
                         "more": size - 1})).all()
                     ids += [r[0] for r in more]
-                jobs = [first] + [await session.get(Job, i) for i in ids[1:]]
-                return jobs
+                if len(ids) == 1:
+                    return [first]
+                others = {j.id: j for j in (await session.execute(select(Job).where(Job.id.in_(ids[1:])))).scalars()}
+                return [first] + [others[i] for i in ids[1:]]
         except IntegrityError:
             # Two workers raced for jobs sharing a lock key: the partial unique index let one win.
             return []
@@ -245,11 +247,10 @@ class Runner:
             return
         async with self.db.transaction() as session:
             now = _t(session, utcnow())
-            for job, _ in results:
-                await session.execute(text(
-                    "UPDATE job SET status = 'done', finished_at = :now, updated_at = :now, lease_until = NULL,"
-                    " last_error = NULL WHERE id = :id AND locked_by = :me"), {"id": job.id, "me": job.locked_by,
-                                                                              "now": now})
+            await session.execute(text(
+                "UPDATE job SET status = 'done', finished_at = :now, updated_at = :now, lease_until = NULL,"
+                " last_error = NULL WHERE id = :id AND locked_by = :me"),
+                [{"id": job.id, "me": job.locked_by, "now": now} for job, _ in results])
         for job, _ in results:
             JOBS.labels(job.name, "done").inc()
 
