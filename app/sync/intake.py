@@ -74,6 +74,11 @@ class SqliteInboxWriter:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.path = make_url(db.engine.url).database
+        if not self.path or "memory" in self.path:
+            # A second connection to an in-memory database is a different, empty database: the
+            # deliveries acknowledged there would be lost.
+            raise ValueError("coopsync needs a SQLite database file (or PostgreSQL): an in-memory database "
+                             "cannot hold the webhook inbox; set COOPSYNC_DATABASE_URL to sqlite+aiosqlite:///path")
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coopsync-inbox")
         self._conn: sqlite3.Connection | None = None
 

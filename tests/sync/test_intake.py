@@ -161,3 +161,13 @@ async def test_an_unexpected_error_at_intake_is_a_500_problem_with_a_request_id(
     assert r.status_code == 500
     assert r.headers["content-type"].startswith("application/problem+json")
     assert r.headers["x-request-id"] == "req-intake-1"
+
+
+async def test_an_in_memory_sqlite_database_is_refused_at_start_up():
+    from app.main import create_app
+    from tests.conftest import test_settings
+
+    app = create_app(test_settings("sqlite+aiosqlite://"), configure_logs=False)
+    with pytest.raises(ValueError, match="in-memory"):
+        async with app.router.lifespan_context(app):
+            pass
