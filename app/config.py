@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     poll_overlap_s: float = 300.0  # seconds a poll window reaches back before the last high water
     poll_lag_s: float = 60.0  # seconds a poll window stops short of now
     stock_push_debounce_s: float = 0.05  # seconds a push waits so a burst of sales goes out as one figure
+    job_retention_days: float = 30.0  # finished jobs are deleted after this many days (0: kept)
+    inbox_retention_days: float = 90.0  # applied inbox rows (raw deliveries) likewise; failed ones are kept
     inbox_group_commit_ms: float = 0.0  # ms to wait for more rows; 0: batch what queued during the last commit
 
     @field_validator("database_url")

@@ -14,6 +14,7 @@ from app.config import Settings
 from app.models import Job, Store
 from app.models.base import utcnow
 from app.workers.jobs import enqueue
+from app.workers.maintenance import PRUNE_JOB
 
 log = logging.getLogger("coopsync.schedule")
 
@@ -70,3 +71,7 @@ class Scheduler:
             ran = (await session.execute(select(Job.id).where(Job.dedupe_key == key).limit(1))).first()
             if ran is None:
                 await enqueue(session, SETTLEMENT_JOB, {"interval": day}, dedupe_key=key, lock_key=SETTLEMENT_JOB)
+            # Retention, once a day on the same terms (its key outlives the rows it deletes).
+            prune_key = f"{PRUNE_JOB}:{int(now.timestamp() // 86400)}"
+            if (await session.execute(select(Job.id).where(Job.dedupe_key == prune_key).limit(1))).first() is None:
+                await enqueue(session, PRUNE_JOB, {}, dedupe_key=prune_key, lock_key=PRUNE_JOB)

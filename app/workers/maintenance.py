@@ -1,0 +1,58 @@
+"""Retention: finished jobs and applied inbox rows leave the database once they are old enough.
+
+Every webhook leaves a job row and an inbox row with its raw body (a few KB); a busy shop would
+otherwise grow the database without bound. Dead jobs and failed inbox rows are kept: an operator
+still has to look at them."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select
+
+from app.api.deps import Database
+from app.config import Settings
+from app.models import InboxItem, Job
+from app.models.base import utcnow
+from app.workers.runner import Done, JobContext, Outcome
+
+log = logging.getLogger("coopsync.maintenance")
+
+PRUNE_JOB = "maintenance.prune"
+PRUNE_CHUNK = 2000  # rows per transaction: short write locks, even on SQLite
+
+
+async def _delete_in_chunks(db: Database, model, *where) -> int:
+    removed = 0
+    while True:
+        async with db.transaction() as session:
+            ids = select(model.id).where(*where).order_by(model.id).limit(PRUNE_CHUNK)
+            result = await session.execute(delete(model).where(model.id.in_(ids.scalar_subquery()))
+                                           .execution_options(synchronize_session=False))
+        removed += result.rowcount or 0
+        if (result.rowcount or 0) < PRUNE_CHUNK:
+            return removed
+
+
+async def prune(db: Database, settings: Settings, now: datetime | None = None) -> dict[str, int]:
+    """Delete finished jobs older than ``job_retention_days`` and applied inbox rows older than
+    ``inbox_retention_days`` (0 keeps them for ever); how many of each went."""
+    now = now or utcnow()
+    removed = {"jobs": 0, "inbox": 0}
+    if settings.job_retention_days > 0:
+        cutoff = now - timedelta(days=settings.job_retention_days)
+        removed["jobs"] = await _delete_in_chunks(db, Job, Job.status == "done",
+                                                  Job.finished_at < cutoff)
+    if settings.inbox_retention_days > 0:
+        cutoff = now - timedelta(days=settings.inbox_retention_days)
+        removed["inbox"] = await _delete_in_chunks(db, InboxItem, InboxItem.status == "done",
+                                                   InboxItem.processed_at < cutoff)
+    if removed["jobs"] or removed["inbox"]:
+        log.info("pruned finished jobs and applied inbox rows", extra=removed)
+    return removed
+
+
+async def handle_prune(ctx: JobContext) -> Outcome:
+    removed = await prune(ctx.db, ctx.settings)
+    return Done(f"removed {removed['jobs']} jobs, {removed['inbox']} inbox rows")
