@@ -51,6 +51,7 @@ class RequestContextMiddleware:
             async def send_with_id(message):
                 if message["type"] == "http.response.start":
                     status_holder["status"] = message["status"]
+                    status_holder["started"] = True
                     message.setdefault("headers", [])
                     message["headers"] = list(message["headers"]) + [(b"x-request-id", rid.encode())]
                 await send(message)
@@ -62,6 +63,8 @@ class RequestContextMiddleware:
         finally:
             route = scope.get("coopsync_route") or getattr(scope.get("route"), "path", None) or "unmatched"
             elapsed = time.perf_counter() - started
+            if not status_holder.get("started"):
+                status_holder["status"] = scope.get("coopsync_status", status_holder["status"])
             key = (scope["method"], route, status_holder["status"])
             children = self._children.get(key)
             if children is None:

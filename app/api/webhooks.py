@@ -73,7 +73,7 @@ async def accept(state, platform: str, store_id: int, headers, body: bytes) -> t
         log.warning("webhook signature refused", extra={"store_id": store_id, "platform": platform})
         return 401, problem_body(401, f"signature did not verify: {exc.message}"), _PROBLEM_HEADERS
     row = PendingRow(store_id=store_id, platform=platform, dedupe_key=dedupe_key_for(identity.dedupe_key, body),
-                     topic=identity.topic, headers=kept_headers(headers), body=body)
+                     topic=identity.topic[:128] if identity.topic else None, headers=kept_headers(headers), body=body)
     try:
         status = await state.committer.submit(row)
     except Exception:
@@ -114,6 +114,7 @@ class WebhookFastPath:
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
+                scope["coopsync_status"] = 499  # the client went away before sending its body: no answer
                 return
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import logging
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
@@ -73,8 +74,10 @@ class SqliteInboxWriter:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self.path = make_url(db.engine.url).database
-        if not self.path or "memory" in self.path:
+        url = make_url(db.engine.url)
+        self.path = url.database
+        self.uri = str(url.query.get("uri", "")).lower() == "true"
+        if not self.path or self.path == ":memory:" or "mode=memory" in self.path or self.path.startswith("file::memory:"):
             # A second connection to an in-memory database is a different, empty database: the
             # deliveries acknowledged there would be lost.
             raise ValueError("coopsync needs a SQLite database file (or PostgreSQL): an in-memory database "
@@ -83,6 +86,8 @@ class SqliteInboxWriter:
         self._conn: sqlite3.Connection | None = None
 
     async def write(self, rows: list[RowValues], now: datetime) -> list[tuple[int, int, str]]:
+        if self._thread is None:  # closed, and in use again (a restarted app)
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coopsync-inbox")
         async with self.db.exclusive_writer():
             return await asyncio.get_running_loop().run_in_executor(self._thread, self._write, rows, now)
 
@@ -90,7 +95,7 @@ class SqliteInboxWriter:
         conn = self._conn
         if conn is None:
             conn = self._conn = sqlite3.connect(self.path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
-                                                isolation_level=None)
+                                                isolation_level=None, uri=self.uri)
             sqlite_pragmas(conn)
         # The format SQLAlchemy's SQLite DATETIME reads back (naive UTC, microseconds).
         stamp = now.replace(tzinfo=None).isoformat(" ", "microseconds")
@@ -114,13 +119,17 @@ class SqliteInboxWriter:
         return inserted
 
     async def close(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+
         def _close() -> None:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
 
-        await asyncio.get_running_loop().run_in_executor(self._thread, _close)
-        self._thread.shutdown(wait=True)
+        await asyncio.get_running_loop().run_in_executor(thread, _close)
+        thread.shutdown(wait=True)
 
 
 class PostgresInboxWriter:
@@ -147,7 +156,17 @@ class PostgresInboxWriter:
     """
 
     def __init__(self, db: Database) -> None:
-        self.dsn = make_url(db.engine.url).set(drivername="postgresql").render_as_string(hide_password=False)
+        import asyncpg
+
+        # The engine's own reading of the URL (host, ssl=..., and so on), less what only
+        # SQLAlchemy's adapter understands: asyncpg would send unknown options to the server.
+        _, params = db.engine.dialect.create_connect_args(db.engine.url)
+        accepted = inspect.signature(asyncpg.connect).parameters
+        if "prepared_statement_cache_size" in params:
+            params["statement_cache_size"] = params.pop("prepared_statement_cache_size")
+        self.connect_args = {k: v for k, v in params.items() if k in accepted}
+        self.connect_args["server_settings"] = {**self.connect_args.get("server_settings", {}),
+                                                "application_name": APPLICATION_NAME}
         self._conn = None
 
     async def write(self, rows: list[RowValues], now: datetime) -> list[tuple[int, int, str]]:
@@ -156,12 +175,14 @@ class PostgresInboxWriter:
         columns = list(zip(*rows))
         for attempt in (1, 2):
             if self._conn is None or self._conn.is_closed():
-                self._conn = await asyncpg.connect(self.dsn, server_settings={"application_name": APPLICATION_NAME})
+                self._conn = await asyncpg.connect(**self.connect_args)
+            conn = self._conn
             try:
-                records = await self._conn.fetch(self.STATEMENT, *columns, now)
-            except (asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
-                    asyncpg.InterfaceError, OSError):  # the connection is gone (08xxx, 57Pxx, closed)
-                conn, self._conn = self._conn, None
+                records = await conn.fetch(self.STATEMENT, *columns, now)
+            except Exception as exc:
+                if not _connection_lost(exc, conn):
+                    raise
+                self._conn = None
                 conn.terminate()
                 # Once more on a new connection (a server restart or an idle cut). Safe: if the lost
                 # statement did commit, its rows conflict now and are answered as duplicates.
@@ -175,6 +196,15 @@ class PostgresInboxWriter:
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
             await conn.close()
+
+
+def _connection_lost(exc: BaseException, conn) -> bool:
+    import asyncpg
+
+    return conn.is_closed() or isinstance(exc, (
+        OSError, asyncpg.PostgresConnectionError, asyncpg.exceptions.ConnectionDoesNotExistError,
+        asyncpg.exceptions.AdminShutdownError, asyncpg.exceptions.CrashShutdownError,
+        asyncpg.exceptions.CannotConnectNowError))
 
 
 def make_inbox_writer(db: Database):
@@ -231,18 +261,31 @@ class GroupCommitter:
             if not batch:
                 continue
             try:
-                outcomes = await self.write(batch)
-            except Exception as exc:  # the database failed: every request in the batch answers 503
-                log.exception("inbox group commit failed")
+                await self._commit(batch)
+            finally:  # cancelled while writing (shutdown): no request may wait for ever
                 for row in batch:
                     if not row.future.done():
-                        row.future.set_exception(exc)
-                continue
-            for row, outcome in zip(batch, outcomes):
-                if not row.future.done():
-                    row.future.set_result(outcome)
+                        row.future.set_exception(RuntimeError("the service stopped before the delivery was stored"))
             for wake in list(_wakers):
                 wake()
+
+    async def _commit(self, batch: list[PendingRow]) -> None:
+        try:
+            outcomes = await self.write(batch)
+        except Exception as exc:
+            if len(batch) == 1:  # the database failed: this request answers 503, the platform retries
+                log.exception("inbox write failed")
+                if not batch[0].future.done():
+                    batch[0].future.set_exception(exc)
+                return
+            # One bad row must not fail its neighbours: each row once more, on its own.
+            log.warning("inbox group commit of %d rows failed; writing them one by one", len(batch), exc_info=True)
+            for row in batch:
+                await self._commit([row])
+            return
+        for row, outcome in zip(batch, outcomes):
+            if not row.future.done():
+                row.future.set_result(outcome)
 
     async def write(self, batch: list[PendingRow]) -> list[str]:
         """Store a batch; the outcome of each row in order. The first of two rows with one key in a

@@ -171,3 +171,82 @@ async def test_an_in_memory_sqlite_database_is_refused_at_start_up():
     with pytest.raises(ValueError, match="in-memory"):
         async with app.router.lifespan_context(app):
             pass
+
+
+async def test_a_row_that_cannot_be_stored_does_not_fail_its_batch_neighbours(shop, app, db):
+    sizes = _count_batches(app)
+    committer = app.state.committer
+
+    def row(store_id: int, key: str) -> PendingRow:
+        return PendingRow(store_id=store_id, platform="sandbox", dedupe_key=key, topic="order.created",
+                          headers={}, body=b"{}")
+
+    good_1, orphan, good_2 = row(shop.store["id"], "evt-1"), row(987654, "evt-orphan"), row(shop.store["id"], "evt-2")
+    results = await asyncio.gather(*(committer.submit(r) for r in (good_1, orphan, good_2)), return_exceptions=True)
+    assert results[0] == "accepted" and results[2] == "accepted"
+    assert isinstance(results[1], Exception)  # no such store: that request alone answers 503
+    assert sizes == [3, 1, 1, 1]
+    async with db.read() as session:
+        keys = sorted((await session.execute(select(InboxItem.dedupe_key))).scalars())
+    assert keys == ["evt-1", "evt-2"]
+    assert await _count(db, Job) == 2
+
+
+async def test_a_request_waiting_on_its_commit_is_answered_when_the_service_stops(shop, app, db):
+    committer = app.state.committer
+    row = PendingRow(store_id=shop.store["id"], platform="sandbox", dedupe_key="evt-stop", topic=None,
+                     headers={}, body=b"{}")
+    async with app.state.db.transaction() as session:
+        # Hold what the write needs: SQLite's write lock, or the store row the statement touches.
+        await session.execute(text("UPDATE store SET name = name WHERE id = :id"), {"id": shop.store["id"]})
+        waiting = asyncio.create_task(committer.submit(row))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        await asyncio.wait_for(committer.stop(), 10)
+        with pytest.raises(RuntimeError, match="stopped"):
+            await asyncio.wait_for(waiting, 5)
+    assert await _count(db, InboxItem) == 0
+
+
+async def test_postgresql_url_options_for_the_engine_reach_the_intake_connection(database_url, db):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("asyncpg connection options")
+    from tests.conftest import running_app, test_settings
+    from tests.helpers import ADMIN
+
+    url = database_url + ("&" if "?" in database_url else "?") + "prepared_statement_cache_size=0&ssl=disable"
+    async with running_app(test_settings(url)) as application:
+        import httpx
+
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://t") as client:
+            r = await client.post("/v1/stores", headers=ADMIN, json={
+                "platform": "sandbox", "name": "opts", "external_shop_id": "opts", "webhook_secret": "s",
+                "settings": {"base_url": "inproc://opts"}})
+            assert r.status_code == 201, r.text
+            store_id = r.json()["id"]
+        row = PendingRow(store_id=store_id, platform="sandbox", dedupe_key="evt-opts", topic=None, headers={},
+                         body=b"{}")
+        assert await application.state.committer.submit(row) == "accepted"
+    assert application.state.committer.writer.connect_args["statement_cache_size"] == 0
+
+
+async def test_a_client_gone_before_its_body_arrived_counts_as_499_not_as_a_server_error(shop, app):
+    from app.metrics import HTTP_REQUESTS
+
+    def count(status: str) -> float:
+        return HTTP_REQUESTS.labels("POST", "/webhooks/{platform}/{store_id}", status)._value.get()
+
+    before_499, before_500 = count("499"), count("500")
+    sent = []
+
+    async def receive():
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": shop.url, "headers": [], "query_string": b"",
+             "http_version": "1.1", "scheme": "http", "server": ("t", 80), "client": ("c", 1), "root_path": ""}
+    await app(scope, receive, send)
+    assert sent == []
+    assert count("499") == before_499 + 1 and count("500") == before_500
