@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import case, select, update
+from sqlalchemy import case, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.base import OrderSnapshot, OrderStatus, RefundSnapshot, RefundStatus
@@ -74,6 +74,54 @@ async def resolve_listing(session: AsyncSession, store_id: int, key: str | None,
     if merchant_sku and listing.merchant_sku != merchant_sku:
         listing.merchant_sku = merchant_sku
     return listing
+
+
+async def lock_for_snapshots(session: AsyncSession,
+                             work: list[tuple[int, list[OrderSnapshot], list[RefundSnapshot]]]) -> None:
+    """Before applying several snapshots in one transaction, take every row lock they will need:
+    the orders, then the listings, then the skus, each table in id order.
+
+    Applying them one by one takes the locks in the order the records and their lines come, so two
+    transactions (two workers' batches, a batch and a poll) could each hold what the other waits
+    for. ``work``: (store id, order snapshots, refund snapshots). For PostgreSQL; SQLite has one
+    writer at a time."""
+    order_keys: set[tuple[int, str]] = set()
+    listing_keys: set[tuple[int, str]] = set()
+    merchant_codes: set[str] = set()
+    for store_id, orders, refunds in work:
+        for order in orders:
+            order_keys.add((store_id, order.external_id))
+            order_keys.update((store_id, r.order_external_id) for r in order.refunds)
+            for line in order.lines:
+                key = listing_key(line.external_sku_key, line.merchant_sku)
+                if key is not None:
+                    listing_keys.add((store_id, key))
+                if line.merchant_sku:
+                    merchant_codes.add(line.merchant_sku)
+        order_keys.update((store_id, r.order_external_id) for r in refunds)
+    sku_ids: set[int] = set()
+    if order_keys:
+        order_ids = (await session.execute(
+            select(Order.id).where(tuple_(Order.store_id, Order.external_id).in_(sorted(order_keys)))
+            .order_by(Order.id).with_for_update())).scalars().all()
+        if order_ids:
+            # Lines held already move their own skus (a refund, a cancel, a line bound by hand).
+            for store_id, key, sku_id in (await session.execute(
+                    select(Order.store_id, OrderLine.external_sku_key, OrderLine.sku_id)
+                    .join(Order, Order.id == OrderLine.order_id).where(OrderLine.order_id.in_(order_ids)))).all():
+                if key is not None:
+                    listing_keys.add((store_id, key))
+                if sku_id is not None:
+                    sku_ids.add(sku_id)
+    if listing_keys:
+        locked = (await session.execute(
+            select(Listing.id, Listing.sku_id)
+            .where(tuple_(Listing.store_id, Listing.external_sku_key).in_(sorted(listing_keys)))
+            .order_by(Listing.id).with_for_update())).all()
+        sku_ids.update(sku_id for _, sku_id in locked if sku_id is not None)
+    if merchant_codes:
+        sku_ids.update((await session.execute(select(Sku.id).where(Sku.sku.in_(sorted(merchant_codes))))).scalars())
+    await ledger.lock_skus(session, sku_ids)
 
 
 async def upsert_order(session: AsyncSession, store: Store, snap: OrderSnapshot, *, via: str = "webhook") -> Result:

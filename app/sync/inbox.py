@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.base import OrderDeleted, OrderNotice, OrderSnapshot, RefundNotice, RefundSnapshot, WebhookDelivery
@@ -24,9 +24,9 @@ from adapters.errors import (
 )
 from app.db import is_transient_db_error
 from app.domain import ledger
-from app.domain.reconcile import listing_key, upsert_order, upsert_refund
+from app.domain.reconcile import lock_for_snapshots, upsert_order, upsert_refund
 from app.metrics import INBOX_APPLIED
-from app.models import InboxItem, Listing, Order, OrderLine, Sku, Store
+from app.models import InboxItem, Store
 from app.models.base import utcnow
 from app.sync.adapters import make_adapter
 from app.sync.push import mark_auth_expired
@@ -202,50 +202,10 @@ async def handle_inbox_batch(ctxs: list[JobContext]) -> list[Outcome]:
         session.info["inbox_rows"] = {r.id: r for r in (await session.execute(
             select(InboxItem).where(InboxItem.id.in_(ids)).order_by(InboxItem.id).with_for_update()
             .execution_options(populate_existing=True))).scalars()} if ids else {}
-        if not ctxs[0].db.is_sqlite and len(prepared) > 1:
-            await lock_batch_stock(session, prepared)
+        if not ctxs[0].db.is_sqlite:
+            await lock_for_snapshots(session, [(p.store_id, p.orders, p.refunds) for p in prepared
+                                               if p.outcome is None and p.failure is None and p.store_id is not None])
         return [await apply_prepared(session, p) for p in prepared]
-
-
-async def lock_batch_stock(session: AsyncSession, batch: list[Prepared]) -> None:
-    """Take the listing and sku row locks a batch will need before applying any row of it: all the
-    listings, then all the skus, each in id order. Rows taking them line by line, in the order their
-    lines come, let two concurrent batches each hold what the other waits for (a deadlock)."""
-    listing_keys: set[tuple[int, str]] = set()
-    merchant_codes: set[str] = set()
-    refund_orders: set[tuple[int, str]] = set()
-    for p in batch:
-        if p.outcome is not None or p.failure is not None or p.store_id is None:
-            continue
-        for order in p.orders:
-            for line in order.lines:
-                key = listing_key(line.external_sku_key, line.merchant_sku)
-                if key is not None:
-                    listing_keys.add((p.store_id, key))
-                if line.merchant_sku:
-                    merchant_codes.add(line.merchant_sku)
-            refund_orders.update((p.store_id, r.order_external_id) for r in order.refunds)
-        refund_orders.update((p.store_id, r.order_external_id) for r in p.refunds)
-    sku_ids: set[int] = set()
-    if refund_orders:
-        # A refund moves the stock of its order's lines.
-        for store_id, key, sku_id in (await session.execute(
-                select(Order.store_id, OrderLine.external_sku_key, OrderLine.sku_id)
-                .join(Order, Order.id == OrderLine.order_id)
-                .where(tuple_(Order.store_id, Order.external_id).in_(sorted(refund_orders))))).all():
-            if key is not None:
-                listing_keys.add((store_id, key))
-            if sku_id is not None:
-                sku_ids.add(sku_id)
-    if listing_keys:
-        locked = (await session.execute(
-            select(Listing.id, Listing.sku_id)
-            .where(tuple_(Listing.store_id, Listing.external_sku_key).in_(sorted(listing_keys)))
-            .order_by(Listing.id).with_for_update())).all()
-        sku_ids.update(sku_id for _, sku_id in locked if sku_id is not None)
-    if merchant_codes:
-        sku_ids.update((await session.execute(select(Sku.id).where(Sku.sku.in_(sorted(merchant_codes))))).scalars())
-    await ledger.lock_skus(session, sku_ids)
 
 
 handle_inbox_apply.batch = handle_inbox_batch  # the runner applies claimed batches through this

@@ -15,7 +15,8 @@ from sqlalchemy import select
 from adapters.base import Capability, OrderSnapshot, Page, RefundSnapshot, TimeWindow
 from adapters.errors import AdapterError, AuthExpiredError, ThrottledError, TransientError
 from app.domain import ledger
-from app.domain.reconcile import upsert_order, upsert_refund
+from app.db import is_sqlite
+from app.domain.reconcile import lock_for_snapshots, upsert_order, upsert_refund
 from app.models import Order, Refund, Resync, Store, SyncCursor
 from app.models.base import utcnow
 from app.sync.adapters import adapter_class, make_adapter
@@ -93,10 +94,14 @@ async def _missing_orders(ctx: JobContext, store: Store, refunds: list[RefundSna
 async def apply_items(session, store: Store, resource: str, items: list, counts: Counts, via: str,
                       extra_orders: list[OrderSnapshot] = ()) -> None:
     """Apply one page; each item in a savepoint so one poison record never blocks the rest."""
+    held = await _held_versions(session, store.id, resource, items)
+    if not is_sqlite(session):
+        newer = [snap for snap in items if not _not_newer(snap, held.get(snap.external_id))]
+        await lock_for_snapshots(session, [(store.id, list(extra_orders) + (newer if resource == "orders" else []),
+                                            newer if resource != "orders" else [])])
     for snap in extra_orders:
         async with session.begin_nested():
             await upsert_order(session, store, snap, via=via)
-    held = await _held_versions(session, store.id, resource, items)
     for snap in items:
         counts.fetched += 1
         if _not_newer(snap, held.get(snap.external_id)):
