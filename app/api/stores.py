@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import Admin, DbDep, Operator
-from app.domain.reconcile import rebind_lines
+from app.domain.reconcile import lock_for_binding, rebind_lines
 from app.errors import Problem
 from app.idempotency import run_idempotent
 from app.models import Listing, Sku, Store
@@ -172,6 +172,8 @@ async def put_listings(store_id: int, body: list[ListingBinding], db: DbDep, _: 
     results = []
     async with db.transaction() as session:
         await _store(session, store_id)
+        await lock_for_binding(session, store_id, [b.external_sku_key for b in body],
+                               [b.sku for b in body if b.sku is not None])
         for binding in body:
             sku_id = None
             if binding.sku is not None:

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.base import OrderSnapshot, OrderStatus, RefundSnapshot, RefundStatus
 from adapters.errors import DependencyNotReady
+from app.db import is_sqlite
 from app.domain import ledger
 from app.metrics import OVERSOLD_LINES
 from app.models import Listing, Order, OrderLine, Refund, RefundLine, Sku, Store
@@ -122,6 +123,21 @@ async def lock_for_snapshots(session: AsyncSession,
     if merchant_codes:
         sku_ids.update((await session.execute(select(Sku.id).where(Sku.sku.in_(sorted(merchant_codes))))).scalars())
     await ledger.lock_skus(session, sku_ids)
+
+
+async def lock_for_binding(session: AsyncSession, store_id: int, keys: list[str], sku_codes: list[str]) -> None:
+    """Before binding listings by hand, in the same order as ``lock_for_snapshots``: the orders whose
+    unbound lines the binding will apply, then the listings, then the skus, each in id order."""
+    if is_sqlite(session) or not keys:
+        return
+    waiting = select(OrderLine.order_id).where(OrderLine.external_sku_key.in_(keys), OrderLine.sku_id.is_(None))
+    await session.execute(select(Order.id).where(Order.store_id == store_id, Order.id.in_(waiting))
+                          .order_by(Order.id).with_for_update())
+    await session.execute(select(Listing.id).where(Listing.store_id == store_id, Listing.external_sku_key.in_(keys))
+                          .order_by(Listing.id).with_for_update())
+    if sku_codes:
+        sku_ids = (await session.execute(select(Sku.id).where(Sku.sku.in_(sku_codes)))).scalars().all()
+        await ledger.lock_skus(session, sku_ids)
 
 
 async def upsert_order(session: AsyncSession, store: Store, snap: OrderSnapshot, *, via: str = "webhook") -> Result:

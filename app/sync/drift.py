@@ -43,6 +43,9 @@ async def check_store_drift(ctx: JobContext, store_id: int) -> Outcome:
     drifted = 0
     now = utcnow()
     async with ctx.db.transaction() as session:
+        # All of them first, in id order (the order every multi-listing locker keeps).
+        await session.execute(select(Listing.id).where(Listing.id.in_([l.id for l in listings]))
+                              .order_by(Listing.id).with_for_update())
         for listing in listings:
             row = await session.get(Listing, listing.id, with_for_update=True)
             seen = actual.get(listing.external_sku_key)

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import orjson
-from sqlalchemy.engine import make_url
 
 from app.api.deps import Database
 from app.db import SQLITE_BUSY_TIMEOUT_MS, sqlite_pragmas
@@ -74,16 +73,23 @@ class SqliteInboxWriter:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        url = make_url(db.engine.url)
-        self.path = url.database
-        self.uri = str(url.query.get("uri", "")).lower() == "true"
-        if not self.path or self.path == ":memory:" or "mode=memory" in self.path or self.path.startswith("file::memory:"):
+        # The engine's own reading of the URL, so that this connection opens the same file.
+        args, params = db.engine.dialect.create_connect_args(db.engine.url)
+        self.path = args[0] if args else ":memory:"
+        self.uri = bool(params.get("uri"))
+        if self.path == ":memory:" or "mode=memory" in self.path or self.path.startswith("file::memory:"):
             # A second connection to an in-memory database is a different, empty database: the
             # deliveries acknowledged there would be lost.
             raise ValueError("coopsync needs a SQLite database file (or PostgreSQL): an in-memory database "
                              "cannot hold the webhook inbox; set COOPSYNC_DATABASE_URL to sqlite+aiosqlite:///path")
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coopsync-inbox")
         self._conn: sqlite3.Connection | None = None
+
+    @staticmethod
+    def is_row_error(exc: BaseException) -> bool:
+        """An error one row's values cause (a constraint, a value SQLite cannot bind)."""
+        return isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError, ValueError,
+                                TypeError, OverflowError))
 
     async def write(self, rows: list[RowValues], now: datetime) -> list[tuple[int, int, str]]:
         if self._thread is None:  # closed, and in use again (a restarted app)
@@ -168,6 +174,14 @@ class PostgresInboxWriter:
         self.connect_args["server_settings"] = {**self.connect_args.get("server_settings", {}),
                                                 "application_name": APPLICATION_NAME}
         self._conn = None
+
+    @staticmethod
+    def is_row_error(exc: BaseException) -> bool:
+        """An error one row's values cause (a constraint, a value PostgreSQL refuses)."""
+        import asyncpg
+
+        return isinstance(exc, (asyncpg.IntegrityConstraintViolationError, asyncpg.exceptions.DataError,
+                                ValueError, TypeError, OverflowError))
 
     async def write(self, rows: list[RowValues], now: datetime) -> list[tuple[int, int, str]]:
         import asyncpg
@@ -273,15 +287,19 @@ class GroupCommitter:
         try:
             outcomes = await self.write(batch)
         except Exception as exc:
-            if len(batch) == 1:  # the database failed: this request answers 503, the platform retries
-                log.exception("inbox write failed")
-                if not batch[0].future.done():
-                    batch[0].future.set_exception(exc)
+            if len(batch) > 1 and self.writer.is_row_error(exc):
+                # One bad row must not fail its neighbours: each row once more, on its own.
+                log.warning("inbox group commit of %d rows failed; writing them one by one", len(batch),
+                            exc_info=True)
+                for row in batch:
+                    await self._commit([row])
                 return
-            # One bad row must not fail its neighbours: each row once more, on its own.
-            log.warning("inbox group commit of %d rows failed; writing them one by one", len(batch), exc_info=True)
+            # The database failed (down, locked, full): these requests answer 503 and the platforms
+            # deliver again; trying each row alone would only keep them waiting longer.
+            log.exception("inbox write of %d rows failed", len(batch))
             for row in batch:
-                await self._commit([row])
+                if not row.future.done():
+                    row.future.set_exception(exc)
             return
         for row, outcome in zip(batch, outcomes):
             if not row.future.done():

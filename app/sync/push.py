@@ -168,6 +168,9 @@ async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[li
     lowered_skus: set[int] = set()
     now = utcnow()
     async with ctx.db.transaction() as session:
+        # All of them first, in id order (the order every multi-listing locker keeps).
+        await session.execute(select(Listing.id).where(Listing.id.in_([p.listing_id for p in plan]))
+                              .order_by(Listing.id).with_for_update())
         for p in plan:
             listing = await session.get(Listing, p.listing_id, with_for_update=True)
             result = by_key.get(p.external_sku_key)

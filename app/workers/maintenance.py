@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Awaitable, Callable
 
 from sqlalchemy import delete, select
 
@@ -21,9 +22,12 @@ log = logging.getLogger("coopsync.maintenance")
 
 PRUNE_JOB = "maintenance.prune"
 PRUNE_CHUNK = 2000  # rows per transaction: short write locks, even on SQLite
+# Kept however old: the scheduler reads a finished settlement run's key as "this interval ran", and
+# an interval may be longer than the retention (one row per interval, so nothing grows).
+KEPT_JOBS = ("settlement.run",)
 
 
-async def _delete_in_chunks(db: Database, model, *where) -> int:
+async def _delete_in_chunks(db: Database, model, *where, between_chunks: Callable[[], Awaitable[None]] | None) -> int:
     removed = 0
     while True:
         async with db.transaction() as session:
@@ -33,26 +37,30 @@ async def _delete_in_chunks(db: Database, model, *where) -> int:
         removed += result.rowcount or 0
         if (result.rowcount or 0) < PRUNE_CHUNK:
             return removed
+        if between_chunks is not None:
+            await between_chunks()
 
 
-async def prune(db: Database, settings: Settings, now: datetime | None = None) -> dict[str, int]:
+async def prune(db: Database, settings: Settings, now: datetime | None = None, *,
+                between_chunks: Callable[[], Awaitable[None]] | None = None) -> dict[str, int]:
     """Delete finished jobs older than ``job_retention_days`` and applied inbox rows older than
-    ``inbox_retention_days`` (0 keeps them for ever); how many of each went."""
+    ``inbox_retention_days`` (0 keeps them for ever); how many of each went. ``between_chunks`` runs
+    after each full chunk (the job keeps its lease with it)."""
     now = now or utcnow()
     removed = {"jobs": 0, "inbox": 0}
     if settings.job_retention_days > 0:
         cutoff = now - timedelta(days=settings.job_retention_days)
-        removed["jobs"] = await _delete_in_chunks(db, Job, Job.status == "done",
-                                                  Job.finished_at < cutoff)
+        removed["jobs"] = await _delete_in_chunks(db, Job, Job.status == "done", Job.finished_at < cutoff,
+                                                  Job.name.not_in(KEPT_JOBS), between_chunks=between_chunks)
     if settings.inbox_retention_days > 0:
         cutoff = now - timedelta(days=settings.inbox_retention_days)
         removed["inbox"] = await _delete_in_chunks(db, InboxItem, InboxItem.status == "done",
-                                                   InboxItem.processed_at < cutoff)
+                                                   InboxItem.processed_at < cutoff, between_chunks=between_chunks)
     if removed["jobs"] or removed["inbox"]:
         log.info("pruned finished jobs and applied inbox rows", extra=removed)
     return removed
 
 
 async def handle_prune(ctx: JobContext) -> Outcome:
-    removed = await prune(ctx.db, ctx.settings)
+    removed = await prune(ctx.db, ctx.settings, between_chunks=ctx.extend_lease)
     return Done(f"removed {removed['jobs']} jobs, {removed['inbox']} inbox rows")

@@ -68,10 +68,12 @@ class Scheduler:
             key = f"{SETTLEMENT_JOB}:{day}"
             # One settlement run per interval, whoever ticks first: the key names the interval, and a
             # finished run with that key also counts (the dedupe index only covers queued jobs).
-            ran = (await session.execute(select(Job.id).where(Job.dedupe_key == key).limit(1))).first()
+            ran = (await session.execute(select(Job.id).where(Job.name == SETTLEMENT_JOB, Job.dedupe_key == key)
+                                         .limit(1))).first()
             if ran is None:
                 await enqueue(session, SETTLEMENT_JOB, {"interval": day}, dedupe_key=key, lock_key=SETTLEMENT_JOB)
             # Retention, once a day on the same terms (its key outlives the rows it deletes).
             prune_key = f"{PRUNE_JOB}:{int(now.timestamp() // 86400)}"
-            if (await session.execute(select(Job.id).where(Job.dedupe_key == prune_key).limit(1))).first() is None:
+            if (await session.execute(select(Job.id).where(Job.name == PRUNE_JOB, Job.dedupe_key == prune_key)
+                                      .limit(1))).first() is None:
                 await enqueue(session, PRUNE_JOB, {}, dedupe_key=prune_key, lock_key=PRUNE_JOB)

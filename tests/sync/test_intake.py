@@ -250,3 +250,18 @@ async def test_a_client_gone_before_its_body_arrived_counts_as_499_not_as_a_serv
     await app(scope, receive, send)
     assert sent == []
     assert count("499") == before_499 + 1 and count("500") == before_500
+
+
+async def test_when_the_database_is_unreachable_a_batch_fails_at_once_not_row_by_row(shop, app, db):
+    sizes = _count_batches(app)
+    writer = app.state.committer.writer
+    await writer.close()  # the next write opens a new connection, to nowhere
+    if db.is_sqlite:
+        writer.path = "/nonexistent-dir/coopsync.db"
+    else:
+        writer.connect_args = {**writer.connect_args, "host": "127.0.0.1", "port": 1}
+    rows = [PendingRow(store_id=shop.store["id"], platform="sandbox", dedupe_key=f"evt-{i}", topic=None, headers={},
+                       body=b"{}") for i in range(3)]
+    results = await asyncio.gather(*(app.state.committer.submit(r) for r in rows), return_exceptions=True)
+    assert all(isinstance(r, Exception) for r in results)
+    assert sizes == [3]  # one attempt for the lot: each request answers 503 without waiting on the others

@@ -51,6 +51,24 @@ async def test_prune_keeps_what_is_recent_unfinished_dead_or_failed(db, settings
     assert await prune(db, settings) == {"jobs": 0, "inbox": 0}
 
 
+async def test_settlement_runs_are_kept_and_a_long_prune_keeps_its_lease(db, settings, monkeypatch):
+    from app.workers.schedule import SETTLEMENT_JOB
+
+    assert SETTLEMENT_JOB in maintenance.KEPT_JOBS  # the scheduler's "this interval ran" record
+    monkeypatch.setattr(maintenance, "PRUNE_CHUNK", 2)
+    async with db.transaction() as session:
+        session.add_all([_job("done", 400, name=SETTLEMENT_JOB)] + [_job("done", 50) for _ in range(5)])
+    extended = []
+
+    async def extend() -> None:
+        extended.append(1)
+
+    assert await prune(db, settings, between_chunks=extend) == {"jobs": 5, "inbox": 0}
+    assert len(extended) == 2  # after each full chunk of 2; the last, short one ends it
+    async with db.read() as session:
+        assert (await session.execute(select(Job.name))).scalars().all() == [SETTLEMENT_JOB]
+
+
 async def test_zero_days_keeps_everything(db, settings):
     store_id = await _store(db)
     async with db.transaction() as session:
