@@ -64,6 +64,72 @@ async def test_two_batches_crossing_the_same_skus_both_apply_without_a_deadlock(
     assert await stock_of(client, "GYNO-TEA-500G") == (100, 3)
 
 
+async def test_a_poll_page_and_a_batch_crossing_the_same_skus_both_apply_without_a_deadlock(
+        shop, client, db, app, runner, settings, monkeypatch):
+    if db.is_sqlite:
+        pytest.skip("SQLite runs one writer at a time: transactions cannot interleave")
+    from app.models import Store
+    from app.sync import pull
+    from app.sync.adapters import make_adapter
+
+    shop.market.add_listing("tea-500", price_minor=6990, stock=1000, merchant_sku="GYNO-TEA-500G")
+    await create_sku(client, "GYNO-TEA-500G")
+    await receive(client, "GYNO-TEA-500G", 100, "m-02")
+    shop.market.sell("tea-250", 1)
+    shop.market.sell("tea-500", 1)
+    await shop.deliver()
+    await runner.run_until_idle()
+
+    # The webhooks of two sales (250 g, then 500 g) wait in the inbox; a poll page brings two other
+    # sales (500 g, then 250 g).
+    shop.market.sell("tea-250", 1)
+    shop.market.sell("tea-500", 1)
+    await shop.deliver()
+    shop.market.sell("tea-500", 1)
+    shop.market.sell("tea-250", 1)
+    async with db.read() as session:
+        store = await session.get(Store, shop.store["id"])
+        jobs = (await session.execute(select(Job).where(Job.name == "inbox.apply", Job.status == "queued")
+                                      .order_by(Job.id))).scalars().all()
+    adapter = make_adapter(store)
+    page = [snap for d in shop.market.take_deliveries() for snap in adapter.parse_webhook(d.headers, d.body).orders]
+    assert len(jobs) == 2 and len(page) == 2
+
+    first_done: set[int] = set()
+    both_started = asyncio.Event()
+
+    def after_first(real):
+        async def upsert_then_wait(session, *args, **kwargs):
+            result = await real(session, *args, **kwargs)
+            if id(session) not in first_done:
+                first_done.add(id(session))
+                if len(first_done) == 2:
+                    both_started.set()
+                try:
+                    await asyncio.wait_for(both_started.wait(), 1.0)
+                except asyncio.TimeoutError:
+                    pass
+            return result
+        return upsert_then_wait
+
+    monkeypatch.setattr(inbox, "upsert_order", after_first(inbox.upsert_order))
+    monkeypatch.setattr(pull, "upsert_order", after_first(pull.upsert_order))
+
+    async def poll_page() -> pull.Counts:
+        counts = pull.Counts()
+        async with db.transaction() as session:
+            await pull.apply_items(session, store, "orders", page, counts, "poll")
+        return counts
+
+    batch, counts = await asyncio.gather(
+        inbox.handle_inbox_batch([JobContext(db=db, settings=settings, job=j, worker_id="test") for j in jobs]),
+        poll_page())
+    assert all(isinstance(o, Done) and o.note is None for o in batch), batch
+    assert counts.created == 2 and counts.failed == 0, counts
+    assert await stock_of(client, "GYNO-TEA-250G") == (100, 3)
+    assert await stock_of(client, "GYNO-TEA-500G") == (100, 3)
+
+
 async def _real_deadlock(db) -> Exception:
     """Two transactions that each lock a row the other then wants: PostgreSQL kills one of them."""
     from sqlalchemy import text
