@@ -16,18 +16,46 @@ from tests.helpers import create_sku, receive
 from tests.sync.conftest import stock_of
 
 
-async def test_two_batches_crossing_the_same_skus_both_apply_without_a_deadlock(shop, client, db, app, runner,
-                                                                                settings, monkeypatch):
-    if db.is_sqlite:
-        pytest.skip("SQLite runs one writer at a time: batches cannot interleave")
+async def _two_listings_in_steady_state(shop, client, runner) -> None:
+    """A second listing and sku; both listings exist already (one order of each applied)."""
     shop.market.add_listing("tea-500", price_minor=6990, stock=1000, merchant_sku="GYNO-TEA-500G")
     await create_sku(client, "GYNO-TEA-500G")
     await receive(client, "GYNO-TEA-500G", 100, "m-02")
-    # The listings exist already (the steady state of a shop): one order of each.
     shop.market.sell("tea-250", 1)
     shop.market.sell("tea-500", 1)
     await shop.deliver()
     await runner.run_until_idle()
+
+
+class FirstStepBarrier:
+    """Wraps apply steps: after its first call in a transaction, a step waits (up to a second) until
+    a second transaction made its first call too. Locks taken record by record would then have each
+    transaction hold one sku and want the other's."""
+
+    def __init__(self) -> None:
+        self.first_done: set[int] = set()
+        self.both_started = asyncio.Event()
+
+    def wrap(self, real):
+        async def step_then_wait(session, *args, **kwargs):
+            result = await real(session, *args, **kwargs)
+            if id(session) not in self.first_done:
+                self.first_done.add(id(session))
+                if len(self.first_done) == 2:
+                    self.both_started.set()
+                try:
+                    await asyncio.wait_for(self.both_started.wait(), 1.0)
+                except asyncio.TimeoutError:
+                    pass
+            return result
+        return step_then_wait
+
+
+async def test_two_batches_crossing_the_same_skus_both_apply_without_a_deadlock(shop, client, db, app, runner,
+                                                                                settings, monkeypatch):
+    if db.is_sqlite:
+        pytest.skip("SQLite runs one writer at a time: batches cannot interleave")
+    await _two_listings_in_steady_state(shop, client, runner)
 
     # Batch A sells 250 g then 500 g; batch B sells 500 g then 250 g.
     for key in ("tea-250", "tea-500", "tea-500", "tea-250"):
@@ -39,25 +67,7 @@ async def test_two_batches_crossing_the_same_skus_both_apply_without_a_deadlock(
     assert len(jobs) == 4
     contexts = [JobContext(db=db, settings=settings, job=job, worker_id="test") for job in jobs]
 
-    # After its first row each batch waits (up to a second) for the other to apply its first row
-    # too: line-by-line locking would then have each batch hold one sku and want the other's.
-    real_apply = inbox.apply_prepared
-    first_done: set[int] = set()
-    both_started = asyncio.Event()
-
-    async def apply_then_wait(session, prepared):
-        outcome = await real_apply(session, prepared)
-        if id(session) not in first_done:
-            first_done.add(id(session))
-            if len(first_done) == 2:
-                both_started.set()
-            try:
-                await asyncio.wait_for(both_started.wait(), 1.0)
-            except asyncio.TimeoutError:
-                pass
-        return outcome
-
-    monkeypatch.setattr(inbox, "apply_prepared", apply_then_wait)
+    monkeypatch.setattr(inbox, "apply_prepared", FirstStepBarrier().wrap(inbox.apply_prepared))
     outcomes = await asyncio.gather(inbox.handle_inbox_batch(contexts[:2]), inbox.handle_inbox_batch(contexts[2:]))
     assert all(isinstance(o, Done) and o.note is None for batch in outcomes for o in batch), outcomes
     assert await stock_of(client, "GYNO-TEA-250G") == (100, 3)
@@ -72,13 +82,7 @@ async def test_a_poll_page_and_a_batch_crossing_the_same_skus_both_apply_without
     from app.sync import pull
     from app.sync.adapters import make_adapter
 
-    shop.market.add_listing("tea-500", price_minor=6990, stock=1000, merchant_sku="GYNO-TEA-500G")
-    await create_sku(client, "GYNO-TEA-500G")
-    await receive(client, "GYNO-TEA-500G", 100, "m-02")
-    shop.market.sell("tea-250", 1)
-    shop.market.sell("tea-500", 1)
-    await shop.deliver()
-    await runner.run_until_idle()
+    await _two_listings_in_steady_state(shop, client, runner)
 
     # The webhooks of two sales (250 g, then 500 g) wait in the inbox; a poll page brings two other
     # sales (500 g, then 250 g).
@@ -95,25 +99,10 @@ async def test_a_poll_page_and_a_batch_crossing_the_same_skus_both_apply_without
     page = [snap for d in shop.market.take_deliveries() for snap in adapter.parse_webhook(d.headers, d.body).orders]
     assert len(jobs) == 2 and len(page) == 2
 
-    first_done: set[int] = set()
-    both_started = asyncio.Event()
-
-    def after_first(real):
-        async def upsert_then_wait(session, *args, **kwargs):
-            result = await real(session, *args, **kwargs)
-            if id(session) not in first_done:
-                first_done.add(id(session))
-                if len(first_done) == 2:
-                    both_started.set()
-                try:
-                    await asyncio.wait_for(both_started.wait(), 1.0)
-                except asyncio.TimeoutError:
-                    pass
-            return result
-        return upsert_then_wait
-
-    monkeypatch.setattr(inbox, "upsert_order", after_first(inbox.upsert_order))
-    monkeypatch.setattr(pull, "upsert_order", after_first(pull.upsert_order))
+    # One barrier for both: the batch's first order and the page's first order.
+    barrier = FirstStepBarrier()
+    monkeypatch.setattr(inbox, "upsert_order", barrier.wrap(inbox.upsert_order))
+    monkeypatch.setattr(pull, "upsert_order", barrier.wrap(pull.upsert_order))
 
     async def poll_page() -> pull.Counts:
         counts = pull.Counts()
