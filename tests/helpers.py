@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from typing import Awaitable, Callable
+
 from sqlalchemy import func, select
 
 from app.models import Sku, StockMovement
@@ -47,3 +51,19 @@ async def create_store(client, platform: str = "sandbox", **overrides) -> dict:
     r = await client.post("/v1/stores", json=body, headers=ADMIN)
     assert r.status_code == 201, r.text
     return r.json()
+
+
+async def count_rows(db, model, *where) -> int:
+    """How many rows of ``model`` match ``where``, straight from the database."""
+    async with db.read() as session:
+        return (await session.execute(select(func.count()).select_from(model).where(*where))).scalar_one()
+
+
+async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout_s: float = 60, interval_s: float = 0.1) -> bool:
+    """Poll ``predicate`` until it holds (True) or ``timeout_s`` ran out (False)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(interval_s)
+    return False

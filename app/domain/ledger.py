@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app.models import LotConsumption, MemberLot, Sku, StockMovement
+from app.models import Listing, LotConsumption, MemberLot, Sku, StockMovement
 from app.models.base import utcnow
 
 
@@ -69,6 +69,14 @@ async def lock_skus(session: AsyncSession, sku_ids) -> None:
     stmt = (select(Sku).where(Sku.id.in_(wanted)).order_by(Sku.id).with_for_update()
             .execution_options(populate_existing=True))
     locked.update((sku.id, sku) for sku in (await session.execute(stmt)).scalars())
+
+
+async def lock_listings(session: AsyncSession, *where) -> list[Listing]:
+    """Lock the listings matching ``where``, in id order, read afresh: every transaction that locks
+    several rows takes orders, then listings, then skus, each table in id order."""
+    stmt = (select(Listing).where(*where).order_by(Listing.id).with_for_update()
+            .execution_options(populate_existing=True))
+    return list((await session.execute(stmt)).scalars())
 
 
 def forget_locks(session: AsyncSession) -> None:

@@ -115,11 +115,9 @@ async def lock_for_snapshots(session: AsyncSession,
                 if sku_id is not None:
                     sku_ids.add(sku_id)
     if listing_keys:
-        locked = (await session.execute(
-            select(Listing.id, Listing.sku_id)
-            .where(tuple_(Listing.store_id, Listing.external_sku_key).in_(sorted(listing_keys)))
-            .order_by(Listing.id).with_for_update())).all()
-        sku_ids.update(sku_id for _, sku_id in locked if sku_id is not None)
+        locked = await ledger.lock_listings(
+            session, tuple_(Listing.store_id, Listing.external_sku_key).in_(sorted(listing_keys)))
+        sku_ids.update(l.sku_id for l in locked if l.sku_id is not None)
     if merchant_codes:
         sku_ids.update((await session.execute(select(Sku.id).where(Sku.sku.in_(sorted(merchant_codes))))).scalars())
     await ledger.lock_skus(session, sku_ids)
@@ -133,8 +131,7 @@ async def lock_for_binding(session: AsyncSession, store_id: int, keys: list[str]
     waiting = select(OrderLine.order_id).where(OrderLine.external_sku_key.in_(keys), OrderLine.sku_id.is_(None))
     await session.execute(select(Order.id).where(Order.store_id == store_id, Order.id.in_(waiting))
                           .order_by(Order.id).with_for_update())
-    await session.execute(select(Listing.id).where(Listing.store_id == store_id, Listing.external_sku_key.in_(keys))
-                          .order_by(Listing.id).with_for_update())
+    await ledger.lock_listings(session, Listing.store_id == store_id, Listing.external_sku_key.in_(keys))
     if sku_codes:
         sku_ids = (await session.execute(select(Sku.id).where(Sku.sku.in_(sku_codes)))).scalars().all()
         await ledger.lock_skus(session, sku_ids)

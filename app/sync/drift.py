@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from adapters.base import Capability, StockLevel
 from adapters.errors import AdapterError, AuthExpiredError, TransientError
+from app.domain import ledger
 from app.models import Listing, Store
 from app.models.base import utcnow
 from app.sync.adapters import adapter_class, make_adapter
@@ -43,20 +44,16 @@ async def check_store_drift(ctx: JobContext, store_id: int) -> Outcome:
     drifted = 0
     now = utcnow()
     async with ctx.db.transaction() as session:
-        # All of them first, in id order (the order every multi-listing locker keeps).
-        await session.execute(select(Listing.id).where(Listing.id.in_([l.id for l in listings]))
-                              .order_by(Listing.id).with_for_update())
-        for listing in listings:
-            row = await session.get(Listing, listing.id, with_for_update=True)
-            seen = actual.get(listing.external_sku_key)
+        for row in await ledger.lock_listings(session, Listing.id.in_([l.id for l in listings])):
+            seen = actual.get(row.external_sku_key)
             row.platform_quantity = seen
             row.platform_checked_at = now
-            if seen is not None and seen != wanted.get(listing.id, 0):
+            if seen is not None and seen != wanted.get(row.id, 0):
                 drifted += 1
                 # Forget what we believe we pushed, so the next push sends this listing again.
                 row.pushed_quantity = None
-                log.warning("stock drift", extra={"store_id": store_id, "listing": listing.external_sku_key,
-                                                  "platform": seen, "wanted": wanted.get(listing.id, 0)})
+                log.warning("stock drift", extra={"store_id": store_id, "listing": row.external_sku_key,
+                                                  "platform": seen, "wanted": wanted.get(row.id, 0)})
         if drifted:
             await queue_store_push(session, store_id)
     return Done(f"{drifted} drifted")

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.base import Capability, StockLevel
 from adapters.errors import AdapterError, AuthExpiredError, TransientError
+from app.domain import ledger
 from app.domain.allocation import ShopDemand, allocate
 from app.metrics import STOCK_PUSHES
 from app.models import Listing, Sku, Store
@@ -168,11 +169,11 @@ async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[li
     lowered_skus: set[int] = set()
     now = utcnow()
     async with ctx.db.transaction() as session:
-        # All of them first, in id order (the order every multi-listing locker keeps).
-        await session.execute(select(Listing.id).where(Listing.id.in_([p.listing_id for p in plan]))
-                              .order_by(Listing.id).with_for_update())
+        locked = {l.id: l for l in await ledger.lock_listings(session, Listing.id.in_([p.listing_id for p in plan]))}
         for p in plan:
-            listing = await session.get(Listing, p.listing_id, with_for_update=True)
+            listing = locked.get(p.listing_id)
+            if listing is None:
+                continue  # deleted since the push was planned
             result = by_key.get(p.external_sku_key)
             if result is not None and result.ok:
                 if p.expected is not None and p.quantity < p.expected:

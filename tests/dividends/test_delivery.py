@@ -222,16 +222,23 @@ async def test_the_attempt_cap_puts_it_in_dead(db, app, database_url):
 
 
 # -- exactly-once effect -------------------------------------------------------------------------------
+def _slow_receiver(posts: list[str]):
+    """A receiver that records each POST's key and answers 200 after 0.3 s (racers overlap)."""
+
+    async def receive(request: httpx.Request) -> httpx.Response:
+        posts.append(request.headers["Idempotency-Key"])
+        await asyncio.sleep(0.3)
+        return httpx.Response(200)
+
+    return receive
+
+
 async def test_two_workers_racing_on_one_delivery_make_one_post(db, app, settings, engine_name):
     if engine_name != "postgresql":
         pytest.skip("SQLite runs one writer at a time: the race needs PostgreSQL")
     statement = await one_statement(db)
     posts: list[str] = []
-
-    async def slow_receiver(request: httpx.Request) -> httpx.Response:
-        posts.append(request.headers["Idempotency-Key"])
-        await asyncio.sleep(0.3)
-        return httpx.Response(200)
+    slow_receiver = _slow_receiver(posts)
 
     with respx.mock(assert_all_mocked=True) as mock:
         mock.post(URL).mock(side_effect=slow_receiver)
@@ -249,11 +256,7 @@ async def test_handlers_racing_past_the_job_lock_make_one_post(db, app, settings
     # statement's row lock before the POST, lets exactly one of them send.
     statement = await one_statement(db)
     posts: list[str] = []
-
-    async def slow_receiver(request: httpx.Request) -> httpx.Response:
-        posts.append(request.headers["Idempotency-Key"])
-        await asyncio.sleep(0.3)
-        return httpx.Response(200)
+    slow_receiver = _slow_receiver(posts)
 
     job = await job_of(db, statement.id)
     with respx.mock(assert_all_mocked=True) as mock:

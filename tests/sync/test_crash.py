@@ -10,13 +10,14 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from adapters.sandbox.market import SandboxMarket
 from adapters.sandbox.server import create_app as sandbox_app
 from app.api.resyncs import create_resync
 from app.models import InboxItem, Order, Resync, Sku, StockMovement
 from tests.conftest import ADMIN_TOKEN
+from tests.helpers import count_rows, wait_until
 from tests.procs import Service, ThreadedServer, Worker
 
 pytestmark = pytest.mark.slow
@@ -24,9 +25,13 @@ H = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 SECRET = "crash-secret"
 
 
-async def _count(db, model, *where) -> int:
+async def _done_rows_reach(db, n: int) -> bool:
+    return await count_rows(db, InboxItem, InboxItem.status == "done") >= n
+
+
+async def _resync_reached(db, resync_id: int, condition) -> bool:
     async with db.read() as session:
-        return (await session.execute(select(func.count()).select_from(model).where(*where))).scalar_one()
+        return condition(await session.get(Resync, resync_id))
 
 
 async def _setup(url: str, market: SandboxMarket, base_url: str | None = None, **settings) -> int:
@@ -62,7 +67,7 @@ async def test_sigkill_after_acknowledging_applies_each_delivery_exactly_once(db
         assert await _post_all(service.url, store_id, deliveries[:60]) == [200] * 60
     finally:
         service.kill()
-    assert await _count(db, InboxItem, InboxItem.status == "pending") == 60
+    assert await count_rows(db, InboxItem, InboxItem.status == "pending") == 60
 
     # 2. Workers on: acknowledged, killed at once, some mid-apply.
     service = Service(database_url)
@@ -74,14 +79,12 @@ async def test_sigkill_after_acknowledging_applies_each_delivery_exactly_once(db
     # 3. Restart: the leases run out, every row is applied, none twice.
     service = Service(database_url)
     try:
-        deadline = time.monotonic() + 60
-        while await _count(db, InboxItem, InboxItem.status == "done") < 120 and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
+        await wait_until(lambda: _done_rows_reach(db, 120), timeout_s=60, interval_s=0.2)
     finally:
         service.stop()
-    assert await _count(db, InboxItem, InboxItem.status == "done") == 120
-    assert await _count(db, Order) == 120
-    assert await _count(db, StockMovement, StockMovement.kind == "reserve") == 120
+    assert await count_rows(db, InboxItem, InboxItem.status == "done") == 120
+    assert await count_rows(db, Order) == 120
+    assert await count_rows(db, StockMovement, StockMovement.kind == "reserve") == 120
     async with db.read() as session:
         sku = (await session.execute(select(Sku).where(Sku.sku == "GYNO-TEA-250G"))).scalar_one()
     assert (sku.on_hand, sku.reserved) == (100000, 240)
@@ -115,38 +118,26 @@ async def test_resync_killed_half_way_goes_on_from_its_last_saved_page(db, datab
 
     worker = Worker(database_url)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            async with db.read() as session:
-                pages = (await session.get(Resync, resync_id)).pages
-            if pages >= 20:
-                break
-            await asyncio.sleep(0.05)
+        await wait_until(lambda: _resync_reached(db, resync_id, lambda r: r.pages >= 20), timeout_s=60, interval_s=0.05)
     finally:
         worker.kill()
     async with db.read() as session:
         saved = await session.get(Resync, resync_id)
     saved_pages, saved_created = saved.pages, saved.created
     assert 20 <= saved_pages < 60, "the kill should land half-way"
-    assert await _count(db, Order) == saved_created == saved_pages * 10  # records and position committed together
+    assert await count_rows(db, Order) == saved_created == saved_pages * 10  # records and position committed together
     requests_before = len(requests)
 
     worker = Worker(database_url)
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            async with db.read() as session:
-                status = (await session.get(Resync, resync_id)).status
-            if status == "succeeded":
-                break
-            await asyncio.sleep(0.1)
+        await wait_until(lambda: _resync_reached(db, resync_id, lambda r: r.status == "succeeded"), timeout_s=90)
     finally:
         worker.stop()
         server.stop()
     async with db.read() as session:
         done = await session.get(Resync, resync_id)
     assert done.status == "succeeded"
-    assert await _count(db, Order) == 600  # nothing missed
+    assert await count_rows(db, Order) == 600  # nothing missed
     assert (done.fetched, done.created, done.unchanged) == (600, 600, 0)  # no page applied twice
     # It went on from the saved page: at most the one page in flight at the kill is fetched again.
     assert len(requests) - requests_before <= 60 - saved_pages + 1

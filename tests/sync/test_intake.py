@@ -7,17 +7,14 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 
 from app.models import InboxItem, Job, Store
 from app.models.base import utcnow
 from app.sync.intake import APPLICATION_NAME, PendingRow
+from tests.helpers import count_rows
 from tests.sync.conftest import stock_of
 
-
-async def _count(db, model) -> int:
-    async with db.read() as session:
-        return (await session.execute(select(func.count()).select_from(model))).scalar_one()
 
 
 def _count_batches(app) -> list[int]:
@@ -73,7 +70,7 @@ async def test_a_delivery_and_its_twins_in_one_batch_are_one_accepted_the_rest_d
     answers = await asyncio.gather(*(client.post(shop.url, content=delivery.body, headers=delivery.headers)
                                      for _ in range(3)))
     assert sorted(a.json()["status"] for a in answers) == ["accepted", "duplicate", "duplicate"]
-    assert await _count(db, InboxItem) == 2 and await _count(db, Job) == 2  # evt-twin and the platform's own id
+    assert await count_rows(db, InboxItem) == 2 and await count_rows(db, Job) == 2  # evt-twin and the platform's own id
     await runner.run_until_idle()
     assert await stock_of(client) == (100, 2)  # one order, however many copies
 
@@ -109,13 +106,13 @@ async def test_a_delivery_that_could_not_be_stored_is_503_leaves_nothing_and_is_
     assert r.status_code == 503
     assert r.headers["content-type"].startswith("application/problem+json")
     assert r.headers["retry-after"] == "5"
-    assert await _count(db, InboxItem) == 0 and await _count(db, Job) == 0
+    assert await count_rows(db, InboxItem) == 0 and await count_rows(db, Job) == 0
     async with db.read() as session:
         assert (await session.get(Store, shop.store["id"])).last_webhook_at is None
     await failing_inbox()
     r = await client.post(shop.url, content=delivery.body, headers=delivery.headers)
     assert r.status_code == 200 and r.json() == {"status": "accepted"}
-    assert await _count(db, InboxItem) == 1 and await _count(db, Job) == 1
+    assert await count_rows(db, InboxItem) == 1 and await count_rows(db, Job) == 1
 
 
 async def test_on_sqlite_a_delivery_is_not_acknowledged_while_its_row_cannot_be_written(shop, app, client, db):
@@ -130,7 +127,7 @@ async def test_on_sqlite_a_delivery_is_not_acknowledged_while_its_row_cannot_be_
         assert not post.done()  # not acknowledged while its row cannot be written
     r = await asyncio.wait_for(post, 10)
     assert r.status_code == 200 and r.json() == {"status": "accepted"}
-    assert await _count(db, InboxItem) == 1
+    assert await count_rows(db, InboxItem) == 1
 
 
 async def test_on_postgresql_a_cut_intake_connection_is_replaced_without_a_lost_delivery(shop, client, db):
@@ -147,7 +144,7 @@ async def test_on_postgresql_a_cut_intake_connection_is_replaced_without_a_lost_
     assert cut == 1
     r = await client.post(shop.url, content=second.body, headers=second.headers)
     assert r.status_code == 200 and r.json() == {"status": "accepted"}, r.text
-    assert await _count(db, InboxItem) == 2 and await _count(db, Job) == 2
+    assert await count_rows(db, InboxItem) == 2 and await count_rows(db, Job) == 2
 
 
 async def test_an_unexpected_error_at_intake_is_a_500_problem_with_a_request_id(shop, client, monkeypatch):
@@ -189,7 +186,7 @@ async def test_a_row_that_cannot_be_stored_does_not_fail_its_batch_neighbours(sh
     async with db.read() as session:
         keys = sorted((await session.execute(select(InboxItem.dedupe_key))).scalars())
     assert keys == ["evt-1", "evt-2"]
-    assert await _count(db, Job) == 2
+    assert await count_rows(db, Job) == 2
 
 
 async def test_a_request_waiting_on_its_commit_is_answered_when_the_service_stops(shop, app, db):
@@ -205,7 +202,7 @@ async def test_a_request_waiting_on_its_commit_is_answered_when_the_service_stop
         await asyncio.wait_for(committer.stop(), 10)
         with pytest.raises(RuntimeError, match="stopped"):
             await asyncio.wait_for(waiting, 5)
-    assert await _count(db, InboxItem) == 0
+    assert await count_rows(db, InboxItem) == 0
 
 
 async def test_postgresql_url_options_for_the_engine_reach_the_intake_connection(database_url, db):

@@ -4,17 +4,17 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from adapters.sandbox.market import SandboxMarket
 from adapters.sandbox.server import create_app as sandbox_app
 from app.models import InboxItem, Listing, Order, Sku, StockMovement
 from tests.conftest import ADMIN_TOKEN
+from tests.helpers import count_rows, wait_until
 from tests.procs import Service, ThreadedServer
 
 pytestmark = pytest.mark.slow
@@ -22,18 +22,9 @@ H = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 SECRET = "replica-secret"
 
 
-async def _count(db, model, *where) -> int:
-    async with db.read() as session:
-        return (await session.execute(select(func.count()).select_from(model).where(*where))).scalar_one()
 
-
-async def _wait(predicate, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("timed out waiting for the replicas")
+async def _wait_for_replicas(predicate) -> None:
+    assert await wait_until(predicate), "timed out waiting for the replicas"
 
 
 async def test_two_replicas_apply_each_webhook_once_and_push_each_change_once(db, database_url, engine_name):
@@ -66,7 +57,7 @@ async def test_two_replicas_apply_each_webhook_once_and_push_each_change_once(db
             r = await c.put(a.url + f"/v1/stores/{store_id}/listings",
                             json=[{"external_sku_key": "tea-250", "sku": "GYNO-TEA-250G"}])
             assert r.status_code == 200
-            await _wait(lambda: _pushed(db, 1000))
+            await _wait_for_replicas(lambda: _pushed(db, 1000))
 
             for _ in range(60):
                 assert market.sell("tea-250", 1) is not None
@@ -82,20 +73,20 @@ async def test_two_replicas_apply_each_webhook_once_and_push_each_change_once(db
             assert statuses.count("accepted") == 60 and statuses.count("duplicate") == 60
 
             async def applied() -> bool:
-                return await _count(db, InboxItem, InboxItem.status == "done") == 60
+                return await count_rows(db, InboxItem, InboxItem.status == "done") == 60
 
-            await _wait(applied)
+            await _wait_for_replicas(applied)
             for i in range(5):  # stock changes made on either replica
                 r = await c.post((a.url, b.url)[i % 2] + "/v1/stock/receipts",
                                  json={"sku": "GYNO-TEA-250G", "quantity": 10, "member_id": "m-02"})
                 assert r.status_code == 201
-                await _wait(lambda: _pushed(db, 1000 - 60 + 10 * (i + 1)))
+                await _wait_for_replicas(lambda: _pushed(db, 1000 - 60 + 10 * (i + 1)))
     finally:
         a.stop()
         b.stop()
         server.stop()
-    assert await _count(db, Order) == 60
-    assert await _count(db, StockMovement, StockMovement.kind == "reserve") == 60
+    assert await count_rows(db, Order) == 60
+    assert await count_rows(db, StockMovement, StockMovement.kind == "reserve") == 60
     async with db.read() as session:
         sku = (await session.execute(select(Sku))).scalar_one()
     assert (sku.on_hand, sku.reserved) == (1050, 60)

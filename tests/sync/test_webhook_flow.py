@@ -5,18 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from app.models import InboxItem, Job, Order, StockMovement
-from tests.helpers import ADMIN, create_sku, create_store, receive
+from tests.helpers import ADMIN, count_rows, create_sku, create_store, receive
 from tests.sync.conftest import SECRET, make_jobs_due, shopify_headers, stock_of
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
-
-async def _count(db, model, *where) -> int:
-    async with db.read() as session:
-        return (await session.execute(select(func.count()).select_from(model).where(*where))).scalar_one()
 
 
 async def test_same_shopify_webhook_three_times_makes_one_order_and_one_reservation(client, db, runner):
@@ -30,8 +26,8 @@ async def test_same_shopify_webhook_three_times_makes_one_order_and_one_reservat
                 for _ in range(3)]
     assert statuses == ["accepted", "duplicate", "duplicate"]
     await runner.run_until_idle()
-    assert await _count(db, Order) == 1
-    assert await _count(db, StockMovement, StockMovement.kind == "reserve") == 1
+    assert await count_rows(db, Order) == 1
+    assert await count_rows(db, StockMovement, StockMovement.kind == "reserve") == 1
     assert await stock_of(client, "sku-hosted-1") == (10, 1)
 
 
@@ -128,7 +124,7 @@ async def test_bad_signature_is_401_and_stores_nothing(shop, client, db):
     r = await client.post(shop.url, content=delivery.body, headers=headers)
     assert r.status_code == 401
     assert r.headers["content-type"].startswith("application/problem+json")
-    assert await _count(db, InboxItem) == 0
+    assert await count_rows(db, InboxItem) == 0
     metrics = (await client.get("/metrics")).text
     assert 'coopsync_webhook_signature_failures_total{platform="sandbox"}' in metrics
 
@@ -144,7 +140,7 @@ async def test_webhook_over_one_mib_is_413_and_stores_nothing(shop, client, db):
     r = await client.post(shop.url, content=b"{" + b" " * (1024 * 1024 + 1) + b"}",
                           headers={"Content-Type": "application/json"})
     assert r.status_code == 413
-    assert await _count(db, InboxItem) == 0
+    assert await count_rows(db, InboxItem) == 0
 
 
 async def test_signed_body_that_is_not_json_is_kept_as_failed_and_replayable(shop, client, db, runner):
@@ -220,7 +216,7 @@ async def test_woocommerce_unsigned_ping_gets_200_and_is_not_stored(client, db):
     r = await client.post(f"/webhooks/woocommerce/{store['id']}", content=b"webhook_id=17",
                           headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert r.status_code == 200
-    assert await _count(db, InboxItem) == 0
+    assert await count_rows(db, InboxItem) == 0
 
 
 async def test_store_answer_never_echoes_secrets_or_credentials(client):
@@ -264,7 +260,7 @@ async def test_a_poison_row_in_a_batch_does_not_hold_back_the_others(shop, clien
     monkeypatch.setattr(inbox, "upsert_order", real)  # the bug is fixed: replay it
     assert (await client.post(f"/v1/inbox/{failed['id']}/replay", headers=ADMIN)).status_code == 202
     await runner.run_until_idle()
-    assert await _count(db, Order) == 6
+    assert await count_rows(db, Order) == 6
     assert await stock_of(client) == (100, 6)
 
 
