@@ -1,10 +1,14 @@
-"""Async engines for SQLite (WAL, busy timeout, foreign keys, BEGIN IMMEDIATE) and PostgreSQL (asyncpg)."""
+"""The database: engines for SQLite (WAL, BEGIN IMMEDIATE) and PostgreSQL (asyncpg), and the unit of work
+(one transaction, its before-commit hooks, and SQLite's writer turn)."""
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Awaitable, Callable
 
 import orjson
 from sqlalchemy import event
@@ -86,9 +90,84 @@ def is_sqlite(engine_or_session) -> bool:
     return bind.dialect.name == "sqlite"
 
 
-@asynccontextmanager
-async def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    """One transaction: services flush, this commits once (or rolls back on error)."""
-    async with sessions() as session:
-        async with session.begin():
+def bind_time(session_or_engine, moment: datetime):
+    """A time bound into raw SQL: raw SQL bypasses the UTCDateTime type, so match how it stores values."""
+    return moment.replace(tzinfo=None) if is_sqlite(session_or_engine) else moment
+
+
+BeforeCommit = Callable[[AsyncSession], Awaitable[None]]
+
+
+def before_commit(session: AsyncSession, key: str, hook: BeforeCommit) -> None:
+    """Run ``hook`` once, just before this session's transaction commits, however often it is asked
+    for under the same ``key`` (for example, one stock push per store of each sku that changed)."""
+    session.info.setdefault("before_commit", {})[key] = hook
+
+
+async def run_before_commit(session: AsyncSession) -> None:
+    """Run the hooks asked for with ``before_commit``; a hook may ask for more."""
+    hooks: dict = session.info.get("before_commit") or {}
+    while hooks:
+        _, hook = hooks.popitem()
+        await hook(session)
+
+
+@dataclass
+class Database:
+    """The process's engine and its units of work."""
+
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    _writer: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    _writer_task: asyncio.Task | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_url(cls, url: str, *, pool_size: int = 8) -> "Database":
+        engine = make_engine(url, pool_size=pool_size)
+        return cls(engine, make_sessionmaker(engine))
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """One unit of work: services flush, this commits once (after the before-commit hooks).
+
+        On SQLite the writers of this process queue here, in order, instead of in SQLite's busy
+        handler, which sleeps in growing steps and lets a burst of writers starve each other."""
+        if not self.is_sqlite:
+            async with self.sessions() as session:
+                async with session.begin():
+                    yield session
+                    await run_before_commit(session)
+            return
+        if self._writer_task is asyncio.current_task() and self._writer.locked():
+            raise RuntimeError("a write transaction inside another on the same task would deadlock")
+        async with self._writer:
+            self._writer_task = asyncio.current_task()
+            try:
+                async with self.sessions() as session:
+                    async with session.begin():
+                        yield session
+                        await run_before_commit(session)
+            finally:
+                self._writer_task = None
+
+    @asynccontextmanager
+    async def exclusive_writer(self) -> AsyncIterator[None]:
+        """This process's writer turn, for writes made outside a session (the inbox intake's own
+        connection). On PostgreSQL, row locks do this job and nothing is held."""
+        if not self.is_sqlite:
+            yield
+            return
+        async with self._writer:
+            yield
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A session for reading: on SQLite its transaction is deferred and never takes the write lock."""
+        async with self.sessions() as session:
+            if self.is_sqlite:
+                await session.connection(execution_options={READ_ONLY_OPTION: True})
             yield session

@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.services.errors import ServiceError
+
 log = logging.getLogger("coopsync.errors")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -59,6 +61,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _problem(_request: Request, exc: Problem) -> JSONResponse:
         return problem_response(exc.status, exc.detail, type_=exc.type, title=exc.title,
                                 headers=exc.headers, **exc.extra)
+
+    @app.exception_handler(ServiceError)
+    async def _refused(_request: Request, exc: ServiceError) -> JSONResponse:
+        return problem_response(exc.status, exc.detail)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -8,17 +8,16 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api import orders, resyncs, settlements, stock, stores, webhooks
-from app.api.deps import Database
+from app.api.health import router as health_router
+from app.api.middleware import RequestContextMiddleware
 from app.config import Settings, get_settings
-from app.db import make_engine, make_sessionmaker
+from app.db import Database
 from app.errors import install_error_handlers
-from app.health import router as health_router
 from app.logging import configure_logging
-from app.middleware import RequestContextMiddleware
-from app.sync import push
-from app.sync.adapters import close_shared_http, registry
-from app.sync.intake import GroupCommitter
-from app.workers.handlers import default_handlers
+from app.services import push
+from app.services.platforms import close_shared_http, registry
+from app.services.intake import GroupCommitter
+from app.workers.flows import default_handlers
 from app.workers.runner import Runner
 from app.workers.schedule import Scheduler
 
@@ -46,8 +45,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
-        app.state.db = Database(engine, make_sessionmaker(engine))
+        app.state.db = Database.from_url(settings.database_url, pool_size=settings.db_pool_size)
+        engine = app.state.db.engine
         app.state.committer = GroupCommitter(app.state.db, window_ms=settings.inbox_group_commit_ms)
         app.state.committer.start()
         app.state.runner = None

@@ -98,15 +98,15 @@ def original_paging_cost(market, window, pages: int = 3) -> float:
 async def child_async(db_url: str, market, args) -> dict:
     from sqlalchemy import func, select
 
-    from app.api.deps import Database
-    from app.api.resyncs import create_resync
+    from app.db import Database
+    from app.services.pull import create_resync
     from app.config import Settings
     from app.db import make_engine, make_sessionmaker
     from app.domain import ledger
     from app.models import Order, Resync, Sku, StockMovement, Store
-    from app.sync.adapters import make_adapter
-    from app.sync.windows import split_windows
-    from app.workers.handlers import default_handlers
+    from app.services.platforms import make_adapter
+    from app.domain.windows import split_windows
+    from app.workers.flows import default_handlers
     from app.workers.runner import Runner
 
     settings = Settings(database_url=db_url, workers=False, log_level="WARNING", job_lease_s=600)
@@ -238,7 +238,7 @@ def main() -> None:
         "notes": [
             "Driven in process, not over HTTP: the resync runs through the domain (create_resync, then "
             "app.workers.runner.Runner(db, settings, default_handlers()).run_until_idle()), i.e. the real job "
-            "handler app.sync.pull.handle_resync with its page loop and one transaction per page; the store's "
+            "handler app.services.pull.handle_resync with its page loop and one transaction per page; the store's "
             "base_url is inproc://<market>, so SandboxAdapter -> InProcessClient -> SandboxMarket with no HTTP. "
             "An HTTP fake platform served from the same 2-core box would add its JSON encoding and a server "
             "thread fighting for the GIL to both the floor and the resync, which would measure the fake rather "

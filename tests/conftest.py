@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -13,9 +14,9 @@ from alembic.config import Config
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
-from app.api.deps import Database
+from adapters.sandbox.market import SandboxMarket
 from app.config import Settings
-from app.db import make_engine, make_sessionmaker
+from app.db import Database, make_engine, make_sessionmaker
 from tests import pg
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,7 +145,7 @@ def admin_headers() -> dict[str, str]:
 @pytest.fixture
 async def runner(app, settings):
     """A job runner over the app's database, driven step by step by the test."""
-    from app.workers.handlers import default_handlers
+    from app.workers.flows import default_handlers
     from app.workers.runner import Runner
 
     return Runner(app.state.db, settings, default_handlers())
@@ -158,3 +159,21 @@ def pytest_collection_modifyitems(config, items):
 
     items.sort(key=engine_of)
 
+
+
+@pytest.fixture
+async def shop(client):
+    """A sandbox marketplace bound to a fresh store, its sku received (100 units from m-01)."""
+    from tests.helpers import create_sku, create_store, receive  # they import this module's constants
+    from tests.shops import SECRET, Shop
+
+    name = f"shop-{uuid.uuid4().hex[:8]}"
+    market = SandboxMarket.register(SandboxMarket(name, SECRET))
+    market.add_listing("tea-250", price_minor=3990, stock=1000, merchant_sku="GYNO-TEA-250G")
+    await create_sku(client, "GYNO-TEA-250G")
+    await receive(client, "GYNO-TEA-250G", 100, "m-01")
+    store = await create_store(client, "sandbox", external_shop_id=name, webhook_secret=SECRET,
+                               settings={"base_url": f"inproc://{name}", "return_window_days": 0,
+                                         "poll_interval_s": 0})
+    yield Shop(client, store, market)
+    SandboxMarket.unregister(name)

@@ -2,83 +2,16 @@
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
-import asyncio
-from dataclasses import dataclass, field
-from typing import Annotated, AsyncIterator
+from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.db import READ_ONLY_OPTION
+from app.db import Database
 from app.errors import Problem
 from app.models import ApiToken
 from app.security import Principal, expand_scopes, hash_token, same_secret
-
-
-@dataclass
-class Database:
-    engine: AsyncEngine
-    sessions: async_sessionmaker[AsyncSession]
-    _writer: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
-    _writer_task: asyncio.Task | None = field(default=None, repr=False)
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.engine.dialect.name == "sqlite"
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """One unit of work: services flush, this commits once before the answer is sent.
-
-        On SQLite the writers of this process queue here, in order, instead of in SQLite's busy
-        handler, which sleeps in growing steps and lets a burst of writers starve each other."""
-        if not self.is_sqlite:
-            async with self.sessions() as session:
-                async with session.begin():
-                    yield session
-                    await run_before_commit(session)
-            return
-        if self._writer_task is asyncio.current_task() and self._writer.locked():
-            raise RuntimeError("a write transaction inside another on the same task would deadlock")
-        async with self._writer:
-            self._writer_task = asyncio.current_task()
-            try:
-                async with self.sessions() as session:
-                    async with session.begin():
-                        yield session
-                        await run_before_commit(session)
-            finally:
-                self._writer_task = None
-
-    @asynccontextmanager
-    async def exclusive_writer(self) -> AsyncIterator[None]:
-        """This process's writer turn, for writes made outside a session (the inbox intake's own
-        connection). On PostgreSQL, row locks do this job and nothing is held."""
-        if not self.is_sqlite:
-            yield
-            return
-        async with self._writer:
-            yield
-
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncSession]:
-        """A session for reading: on SQLite its transaction is deferred and never takes the write lock."""
-        async with self.sessions() as session:
-            if self.is_sqlite:
-                await session.connection(execution_options={READ_ONLY_OPTION: True})
-            yield session
-
-
-async def run_before_commit(session: AsyncSession) -> None:
-    """Run what domain code asked to do once per transaction, just before it commits (for example,
-    queue one stock push per store of each sku that changed, however many movements it had)."""
-    hooks: dict = session.info.get("before_commit") or {}
-    while hooks:
-        _, hook = hooks.popitem()
-        await hook(session)
 
 
 def get_db(request: Request) -> Database:

@@ -12,7 +12,7 @@ from app.api.deps import DbDep, Operator, OrdersRead
 from app.errors import Problem
 from app.models import InboxItem, Order, OrderLine, Refund, RefundLine, Sku
 from app.pagination import MAX_LIMIT, keyset_page
-from app.sync.inbox import replay
+from app.services.apply import replay
 
 router = APIRouter(prefix="/v1", tags=["orders"])
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]

@@ -10,10 +10,11 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import DbDep, Operator, OrdersRead
-from app.dividends.delivery import AlreadyDelivered, job_max_attempts, requeue_delivery
-from app.domain.settlement import SettlementConflict, run_settlement
+from app.domain.settlement import SettlementConflict
+from app.services.dividends import requeue_delivery
+from app.services.settlement import run_settlement
 from app.errors import Problem
-from app.idempotency import run_idempotent
+from app.api.idempotency import run_idempotent
 from app.models import DeliveryAttempt, Settlement
 from app.pagination import MAX_LIMIT, decode_cursor, page
 
@@ -87,7 +88,7 @@ async def run_now(request: Request, db: DbDep, principal: Operator):
 
     async def work(session: AsyncSession):
         try:
-            created = await run_settlement(session, job_max_attempts=job_max_attempts(settings))
+            created = await run_settlement(session, settings)
         except SettlementConflict as exc:
             raise Problem(409, f"{exc}; run again to settle the rest") from None
         items = [statement_out(s) for s in created]
@@ -150,11 +151,6 @@ async def get_delivery(settlement_id: str, db: DbDep, _: Operator):
 async def retry_delivery(settlement_id: str, request: Request, db: DbDep, _: Operator):
     """Re-queue a delivery (dead, or pending whose job died) with the same key and a fresh budget."""
     async with db.transaction() as session:
-        try:
-            statement = await requeue_delivery(session, settlement_id, request.app.state.settings)
-        except AlreadyDelivered:
-            raise Problem(409, f"settlement {settlement_id} was delivered already") from None
-        if statement is None:
-            raise Problem(404, f"no dividend delivery {settlement_id}")
+        statement = await requeue_delivery(session, settlement_id, request.app.state.settings)
         last = (await _last_attempts(session, [settlement_id])).get(settlement_id)
         return delivery_out(statement, last)

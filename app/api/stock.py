@@ -13,9 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.api.deps import DbDep, StockRead, StockWrite
 from app.domain import ledger
 from app.errors import Problem
-from app.idempotency import run_idempotent
+from app.api.idempotency import run_idempotent
 from app.models import Listing, Sku, StockMovement
 from app.pagination import MAX_LIMIT, keyset_page
+from app.services.push import set_allocation
 
 router = APIRouter(prefix="/v1", tags=["stock"])
 
@@ -181,18 +182,9 @@ async def create_adjustment(request: Request, body: AdjustmentCreate, db: DbDep,
 @router.put("/stock/{sku}/allocation")
 async def put_allocation(sku: str, body: AllocationPolicy, db: DbDep, _: StockWrite):
     """Set what each shop is offered of this sku; every shop of it is pushed the new figure."""
-    from app.models import Store
-    from app.sync.push import queue_stock_push
-
-    if body.mode == "shares" and not any(body.shares.values()):
-        raise Problem(422, "shares: a shares policy needs at least one store with a positive weight")
     async with db.transaction() as session:
         row = await _sku_or_404(session, sku)
-        for store_id in {*body.shares, *body.caps}:
-            if not store_id.isdigit() or await session.get(Store, int(store_id)) is None:
-                raise Problem(422, f"shares/caps: no store {store_id!r}")
-        row.allocation = body.model_dump() if body.mode != "shared" else None
-        await queue_stock_push(session, row.id)
+        await set_allocation(session, row, body.model_dump())
         return (await stock_out(session, [row]))[0]
 
 

@@ -20,8 +20,8 @@ from adapters.errors import SignatureError
 from app.errors import problem_body
 from app.metrics import WEBHOOK_SIGNATURE_FAILURES, WEBHOOKS
 from app.models import Store
-from app.sync.adapters import UnknownPlatform, make_adapter
-from app.sync.intake import PendingRow, dedupe_key_for, kept_headers
+from app.services.platforms import UnknownPlatform, make_adapter
+from app.services.intake import PendingRow, dedupe_key_for, kept_headers
 
 log = logging.getLogger("coopsync.webhooks")
 router = APIRouter(tags=["webhooks"])

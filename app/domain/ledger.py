@@ -15,6 +15,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from app.models import Listing, LotConsumption, MemberLot, Sku, StockMovement
 from app.models.base import utcnow
+from app.domain.outbox import note_stock_changed
 
 
 class StockError(Exception):
@@ -245,18 +246,3 @@ async def return_to_lots(session: AsyncSession, *, sku_id: int, quantity: int, m
 
 async def _after_change(session: AsyncSession, sku_id: int) -> None:
     note_stock_changed(session, sku_id)
-
-
-def note_stock_changed(session: AsyncSession, sku_id: int) -> None:
-    """Whatever must follow a change of available stock, written in the same transaction: the
-    pushes are queued once, just before commit, for every sku this transaction changed."""
-    changed: set = session.info.setdefault("stock_changed", set())
-    changed.add(sku_id)
-    session.info.setdefault("before_commit", {})["stock_push"] = _queue_pushes
-
-
-async def _queue_pushes(session: AsyncSession) -> None:
-    from app.sync.push import queue_stock_push  # late import: push depends on jobs, which depend on models
-
-    for sku_id in sorted(session.info.pop("stock_changed", set())):
-        await queue_stock_push(session, sku_id)

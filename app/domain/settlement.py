@@ -25,14 +25,11 @@ from app.models import (
     SettlementLine,
     StockMovement,
     Store,
+    StoreSettings,
 )
 from app.models.base import utcnow
-from app.workers.jobs import enqueue
 
-DELIVER_JOB = "dividend.deliver"
 COOPERATIVE = "cooperative"  # the member id of stock that no member household supplied
-DEFAULT_RETURN_WINDOW_DAYS = 30
-DEFAULT_JOB_MAX_ATTEMPTS = 32  # the delivery handler gives up (dead) on its own cap before this
 
 _DELIVERED = "delivered"
 _OPEN = "open"
@@ -73,11 +70,6 @@ class SettlementConflict(Exception):
     """Another run settled some of the same orders or refunds first; nothing was written."""
 
 
-def delivery_key(settlement_id: str) -> str:
-    """The job dedupe and lock key of a statement's delivery."""
-    return f"dividend:{settlement_id}"
-
-
 def body_bytes(body: dict) -> bytes:
     """The one serialisation of a statement body: sorted keys, no spaces, so every retry sends the
     very same bytes and the signature is over exactly what goes on the wire."""
@@ -90,18 +82,15 @@ def fee_from_rate(total_minor: int, fee_rate_bp: int) -> int:
     return magnitude if total_minor >= 0 else -magnitude
 
 
-def order_fee(order: Order, store_settings: dict | None) -> int:
+def order_fee(order: Order, options: StoreSettings | None) -> int:
     """The platform's own fee when it reports one, else the store's fee rate (basis points)."""
     if order.platform_fee_minor is not None:
         return order.platform_fee_minor
-    rate = int((store_settings or {}).get("fee_rate_bp", 0) or 0)
-    return fee_from_rate(order.total_minor, rate)
+    return fee_from_rate(order.total_minor, (options or StoreSettings()).fee_rate_bp)
 
 
-def return_window(store_settings: dict | None) -> timedelta:
-    raw = (store_settings or {}).get("return_window_days", DEFAULT_RETURN_WINDOW_DAYS)
-    days = DEFAULT_RETURN_WINDOW_DAYS if raw is None else raw
-    return timedelta(days=max(0, int(days)))
+def return_window(options: StoreSettings | None) -> timedelta:
+    return timedelta(days=max(0, (options or StoreSettings()).return_window_days))
 
 
 def split(amount: int, weights: dict) -> dict:
@@ -175,7 +164,8 @@ async def due_order_ids(session: AsyncSession, now: datetime) -> list[int]:
                Order.delivered_at <= now, ~open_refund)
         .order_by(Order.id)
     )).all()
-    return [oid for oid, delivered_at, settings in rows if delivered_at + return_window(settings) <= now]
+    return [oid for oid, delivered_at, settings in rows
+            if delivered_at + return_window(StoreSettings.of(settings)) <= now]
 
 
 async def late_refund_ids(session: AsyncSession) -> list[int]:
@@ -218,8 +208,8 @@ async def _lock_late_refunds(session: AsyncSession, ids: list[int]) -> list[Refu
         .order_by(Refund.id).with_for_update().execution_options(populate_existing=True)), ids)
 
 
-async def _store_settings(session: AsyncSession, store_ids) -> dict[int, dict]:
-    return {s.id: s.settings for s in await _scalars_in(session, lambda chunk: select(Store).where(
+async def _store_settings(session: AsyncSession, store_ids) -> dict[int, StoreSettings]:
+    return {s.id: s.options for s in await _scalars_in(session, lambda chunk: select(Store).where(
         Store.id.in_(chunk)), store_ids)}
 
 
@@ -273,9 +263,9 @@ def member_split(amount: int, lots: dict[tuple[int | None, str | None], int]) ->
     return dict(result)
 
 
-async def run_settlement(session: AsyncSession, *, now: datetime | None = None, run_id: str | None = None,
-                         job_max_attempts: int = DEFAULT_JOB_MAX_ATTEMPTS) -> list[Settlement]:
+async def settle_due(session: AsyncSession, *, now: datetime | None = None, run_id: str | None = None) -> list[Settlement]:
     """Settle everything due in the caller's transaction; returns the statements written (maybe none).
+    Delivering them is the caller's (the settlement flow queues one delivery per statement).
 
     Raises ``SettlementConflict`` (the caller's transaction must roll back) if a concurrent run got
     some of the same rows first despite the locks; a plain retry then settles the rest.
@@ -355,12 +345,11 @@ async def run_settlement(session: AsyncSession, *, now: datetime | None = None, 
 
     created: list[Settlement] = []
     for currency in sorted(drafts):
-        created.append(await _write(session, drafts[currency], run_id, now, job_max_attempts))
+        created.append(await _write(session, drafts[currency], run_id, now))
     return created
 
 
-async def _write(session: AsyncSession, draft: _Draft, run_id: str, now: datetime,
-                 job_max_attempts: int) -> Settlement:
+async def _write(session: AsyncSession, draft: _Draft, run_id: str, now: datetime) -> Settlement:
     settlement_id = str(uuid.uuid4())
     gross = sum(l.gross for l in draft.lines)
     refunds = sum(l.refunds for l in draft.lines)
@@ -418,8 +407,4 @@ async def _write(session: AsyncSession, draft: _Draft, run_id: str, now: datetim
             set_committed_value(l.order, "settlement_id", settlement_id)
         if l.refund is not None:
             set_committed_value(l.refund, "settlement_id", settlement_id)
-    # The outbox: the delivery job commits or rolls back with the statement itself.
-    key = delivery_key(settlement_id)
-    await enqueue(session, DELIVER_JOB, {"settlement_id": settlement_id, "attempts_before": 0},
-                  dedupe_key=key, lock_key=key, max_attempts=job_max_attempts)
     return settlement

@@ -6,10 +6,10 @@ from app.models.jobs import Job, Resync
 from app.models.orders import Order, OrderLine, Refund, RefundLine
 from app.models.settlement import DeliveryAttempt, MemberShare, Settlement, SettlementLine
 from app.models.stock import LotConsumption, MemberLot, Sku, StockMovement
-from app.models.stores import Listing, Store, SyncCursor
+from app.models.stores import Listing, Store, StoreSettings, SyncCursor
 
 __all__ = [
     "ApiToken", "IdempotencyRecord", "InboxItem", "Job", "Resync", "Order", "OrderLine", "Refund",
     "RefundLine", "DeliveryAttempt", "MemberShare", "Settlement", "SettlementLine", "LotConsumption",
-    "MemberLot", "Sku", "StockMovement", "Listing", "Store", "SyncCursor",
+    "MemberLot", "Sku", "StockMovement", "Listing", "Store", "StoreSettings", "SyncCursor",
 ]

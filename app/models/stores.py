@@ -3,11 +3,44 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated, Literal
 
 from sqlalchemy import BigInteger, UniqueConstraint
+from pydantic import BaseModel, ConfigDict
+from pydantic import Field as Setting
 from sqlmodel import Field, SQLModel
 
 from app.models.base import fk_field, id_field, json_field, time_field
+
+
+class StoreSettings(BaseModel):
+    """A store's settings, read the same way by every flow; unknown keys are refused on input."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: Annotated[str, Setting(max_length=2048)] | None = None
+    return_window_days: Annotated[int, Setting(ge=0, le=3650)] = 30
+    safety_stock: Annotated[int, Setting(ge=0, le=1_000_000_000)] = 0
+    poll_interval_s: Annotated[int, Setting(ge=0, le=86_400 * 7)] = 300  # 0 turns scheduled polling off
+    # Seconds each poll window reaches back over the last one; None: the service's default.
+    poll_overlap_s: Annotated[float, Setting(ge=0, le=86_400)] | None = None
+    fee_rate_bp: Annotated[int, Setting(ge=0, le=10_000)] = 0  # platform fee when the order has none, basis points
+    # Read by one adapter each: Shopify's inventory location, WooCommerce's own order statuses,
+    # Taobao's signing method, the unit of Pinduoduo refund amounts, the sandbox's page size.
+    location_id: Annotated[str, Setting(max_length=64)] | int | None = None
+    status_map: dict[Annotated[str, Setting(max_length=64)], Annotated[str, Setting(max_length=32)]] | None = None
+    sign_method: Literal["md5", "hmac", "hmac-sha256"] | None = None
+    refund_amount_unit: Literal["yuan", "fen"] | None = None
+    page_size: Annotated[int, Setting(ge=1, le=1000)] | None = None
+
+    @classmethod
+    def of(cls, raw: dict | None) -> "StoreSettings":
+        """A stored row's settings; keys this version does not know (written by an older one) are ignored."""
+        return cls.model_validate({k: v for k, v in (raw or {}).items() if k in cls.model_fields})
+
+    def stored(self) -> dict:
+        """What goes into the row (JSON values; options left empty are left out)."""
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 class Store(SQLModel, table=True):
@@ -28,6 +61,10 @@ class Store(SQLModel, table=True):
     last_poll_at: datetime | None = time_field()
     created_at: datetime = time_field(default_now=True)
     updated_at: datetime = time_field(default_now=True)
+
+    @property
+    def options(self) -> StoreSettings:
+        return StoreSettings.of(self.settings)
 
 
 class Listing(SQLModel, table=True):

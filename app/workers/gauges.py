@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from app.api.deps import Database
+from app.db import Database
 from app.metrics import DIVIDEND_OLDEST_AGE, DIVIDEND_PENDING
 from app.models import Settlement
 from app.models.base import utcnow

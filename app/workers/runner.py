@@ -12,68 +12,21 @@ import os
 import socket
 import traceback
 import uuid
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Awaitable, Callable
+from typing import Any, Mapping
 
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from app.api.deps import Database
 from app.config import Settings
+from app.db import Database, bind_time
+from app.jobs.outcomes import Dead, Done, Handler, JobContext, Outcome, Retry
+from app.jobs.queue import add_waker, backoff_s, remove_waker
 from app.metrics import JOBS
 from app.models import Job
 from app.models.base import utcnow
-from app.workers.jobs import add_waker, backoff_s, remove_waker
 
 log = logging.getLogger("coopsync.worker")
-
-
-@dataclass(frozen=True)
-class Done:
-    note: str | None = None
-
-
-@dataclass(frozen=True)
-class Retry:
-    """Run again after ``delay_s``. ``counts`` False: waiting on something, not a failure."""
-
-    delay_s: float
-    error: str
-    counts: bool = True
-
-
-@dataclass(frozen=True)
-class Dead:
-    error: str
-
-
-Outcome = Done | Retry | Dead
-
-
-@dataclass
-class JobContext:
-    db: Database
-    settings: Settings
-    job: Job
-    worker_id: str
-    services: dict[str, Any] = field(default_factory=dict)
-
-    async def extend_lease(self) -> None:
-        """For long jobs (resyncs): keep the job ours while we make progress."""
-        async with self.db.transaction() as session:
-            await session.execute(
-                text("UPDATE job SET lease_until = :until WHERE id = :id AND locked_by = :me"),
-                {"until": _t(session, utcnow() + timedelta(seconds=self.settings.job_lease_s)),
-                 "id": self.job.id, "me": self.job.locked_by},
-            )
-
-
-Handler = Callable[[JobContext], Awaitable[Outcome]]
-
-
-def _t(session, moment):
-    return moment.replace(tzinfo=None) if session.bind.dialect.name == "sqlite" else moment
 
 
 _CLAIM_SQL = """
@@ -102,8 +55,7 @@ WHERE id IN (
 RETURNING id
 """
 
-BATCHED_JOBS = frozenset({"inbox.apply"})  # short, lock-free jobs that arrive in floods
-BATCH_SIZE = 16  # jobs claimed and recorded per transaction for those
+BATCH_SIZE = 16  # jobs claimed and recorded per transaction, for kinds declared with a batch handler
 
 # A stalled job whose queued twin (same dedupe key) exists is superseded by it: the twin plans from
 # the state at its own run, so nothing is lost, and requeuing would break the one-queued-per-key index.
@@ -124,7 +76,7 @@ WHERE status = 'running' AND lease_until < :now
 class Runner:
     """Claims and runs jobs. On SQLite one job runs at a time; on PostgreSQL ``concurrency``."""
 
-    def __init__(self, db: Database, settings: Settings, handlers: dict[str, Handler], *,
+    def __init__(self, db: Database, settings: Settings, handlers: Mapping[str, Handler], *,
                  worker_id: str | None = None, services: dict[str, Any] | None = None,
                  names: list[str] | None = None) -> None:
         self.db = db
@@ -141,7 +93,7 @@ class Runner:
     # -- one step at a time (tests drive these directly) -------------------------------------
     async def reap(self) -> int:
         async with self.db.transaction() as session:
-            now = _t(session, utcnow())
+            now = bind_time(session, utcnow())
             superseded = await session.execute(text(_SUPERSEDE_STALLED_SQL), {"now": now})
             result = await session.execute(text(_REAP_SQL), {"now": now})
             return (result.rowcount or 0) + (superseded.rowcount or 0)
@@ -166,14 +118,14 @@ class Runner:
                 # A token per claim, not per worker: the fencing below must tell apart two claims of
                 # one job by tasks of the same runner (a lease ran out, the job was claimed again).
                 claim = f"{self.worker_id}:{uuid.uuid4().hex[:12]}"
-                params.update(now=_t(session, now), me=claim,
-                              lease=_t(session, now + timedelta(seconds=self.settings.job_lease_s)))
+                params.update(now=bind_time(session, now), me=claim,
+                              lease=bind_time(session, now + timedelta(seconds=self.settings.job_lease_s)))
                 row = (await session.execute(text(_CLAIM_SQL.format(names=names_sql, skip_locked=skip)), params)).first()
                 if row is None:
                     return []
                 first = await session.get(Job, row[0])
                 ids = [first.id]
-                if size > 1 and first.name in BATCHED_JOBS and first.lock_key is None:
+                if size > 1 and self._batch_handler(first.name) is not None and first.lock_key is None:
                     more = (await session.execute(text(_CLAIM_MORE_SQL.format(skip_locked=skip)), {
                         "now": params["now"], "me": claim, "lease": params["lease"], "name": first.name,
                         "more": size - 1})).all()
@@ -194,7 +146,7 @@ class Runner:
         if len(jobs) == 1:
             await self.execute(jobs[0])
             return jobs[0]
-        batch = getattr(self.handlers.get(jobs[0].name), "batch", None)
+        batch = self._batch_handler(jobs[0].name)
         outcomes: list[Outcome] | None = None
         if batch is not None:
             try:
@@ -209,6 +161,10 @@ class Runner:
             outcomes = [await self._run(job) for job in jobs]
         await self._record_many(list(zip(jobs, outcomes)))
         return jobs[0]
+
+    def _batch_handler(self, name: str):
+        # Kinds from the catalogue declare one (``JobSpec.batch``); plain handlers run one at a time.
+        return getattr(self.handlers.get(name), "batch", None)
 
     async def run_until_idle(self, max_jobs: int = 10_000) -> int:
         """Run due jobs until none is due (tests and the CLI use this)."""
@@ -246,7 +202,7 @@ class Runner:
                 await self._record(job, outcome)
             return
         async with self.db.transaction() as session:
-            now = _t(session, utcnow())
+            now = bind_time(session, utcnow())
             await session.execute(text(
                 "UPDATE job SET status = 'done', finished_at = :now, updated_at = :now, lease_until = NULL,"
                 " last_error = NULL WHERE id = :id AND locked_by = :me"),
@@ -257,13 +213,13 @@ class Runner:
     async def _record(self, job: Job, outcome: Outcome) -> None:
         async with self.db.transaction() as session:
             now = utcnow()
-            params: dict[str, Any] = {"id": job.id, "me": job.locked_by, "now": _t(session, now)}
+            params: dict[str, Any] = {"id": job.id, "me": job.locked_by, "now": bind_time(session, now)}
             if isinstance(outcome, Done):
                 sql = ("UPDATE job SET status = 'done', finished_at = :now, updated_at = :now, lease_until = NULL,"
                        " last_error = NULL WHERE id = :id AND locked_by = :me")
                 label = "done"
             elif isinstance(outcome, Retry) and (not outcome.counts or job.attempts < job.max_attempts):
-                params.update(run_after=_t(session, now + timedelta(seconds=outcome.delay_s)), err=outcome.error[:2000],
+                params.update(run_after=bind_time(session, now + timedelta(seconds=outcome.delay_s)), err=outcome.error[:2000],
                               undo=0 if outcome.counts else 1)
                 sql = ("UPDATE job SET status = 'queued', run_after = :run_after, last_error = :err,"
                        " attempts = attempts - :undo, locked_by = NULL, lease_until = NULL, updated_at = :now"

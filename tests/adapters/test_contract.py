@@ -146,7 +146,7 @@ def test_a_plugin_that_lies_about_its_platform_is_refused(monkeypatch):
 
 def test_service_start_up_fails_loudly_on_a_broken_plugin(monkeypatch):
     from app.main import create_app
-    from app.sync import adapters as runtime
+    from app.services import platforms as runtime
 
     broken = EntryPoint(name="broken", value="no_such_module:Adapter", group=registry.ENTRY_POINT_GROUP)
     monkeypatch.setattr(registry, "entry_points", lambda group: [broken])

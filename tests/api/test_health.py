@@ -23,7 +23,7 @@ async def test_readyz_needs_migrations_at_head(client, app):
         r = await client.get("/readyz")
         assert r.status_code == 503
     finally:
-        from app.health import head_revision
+        from app.api.health import head_revision
 
         async with app.state.db.transaction() as session:
             await session.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": head_revision()})

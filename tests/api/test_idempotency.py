@@ -27,7 +27,7 @@ async def test_key_in_flight_is_409(client, db):
         session.add(IdempotencyRecord(principal="admin-token", key="k-busy", method="POST",
                                       path="/v1/stock/receipts", request_hash="x" * 64, status="in_flight"))
     body = {"sku": "TEA-F", "quantity": 1, "member_id": "m-01"}
-    from app.idempotency import request_fingerprint
+    from app.api.idempotency import request_fingerprint
     import orjson
 
     async with db.transaction() as session:

@@ -8,9 +8,9 @@ from collections import Counter
 import httpx
 import respx
 
-from app.dividends.signing import verify
+from app.domain.signing import verify
 from tests.domain.test_settlement import T0, deliver_order, refund_order
-from tests.dividends.test_delivery import SECRET, URL, drain
+from tests.services.test_dividends import SECRET, URL, drain
 from tests.helpers import ADMIN, create_sku, create_store, receive
 
 

@@ -13,18 +13,14 @@ from sqlalchemy import func, select
 from adapters.base import OrderLineSnapshot, OrderSnapshot, OrderStatus, RefundLineSnapshot, RefundSnapshot, RefundStatus
 from app.domain import ledger
 from app.domain.reconcile import upsert_order, upsert_refund
-from app.domain.settlement import (
-    COOPERATIVE,
-    DELIVER_JOB,
-    SettlementConflict,
-    fee_from_rate,
-    member_split,
-    run_settlement,
-)
+from app.domain.settlement import COOPERATIVE, SettlementConflict, fee_from_rate, member_split
+from app.services.dividends import deliver as DELIVER_SPEC
+from app.services.settlement import run_settlement
 from app.models import Job, MemberShare, Order, Refund, Settlement, SettlementLine, Sku, Store
 from tests.conftest import _truncate
 
 T0 = datetime(2024, 5, 1, 8, 0, tzinfo=timezone.utc)
+DELIVER_JOB = DELIVER_SPEC.name
 
 
 # -- builders shared with the delivery and API tests ------------------------------------------------

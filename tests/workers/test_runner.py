@@ -10,8 +10,10 @@ from sqlalchemy import select, text
 
 from app.models import Job
 from app.models.base import utcnow
-from app.workers.jobs import enqueue
-from app.workers.runner import Dead, Done, Retry, Runner
+from app.jobs.queue import insert_job as enqueue
+from app.jobs.outcomes import Dead, Done, Retry
+from app.jobs.catalogue import JobSpec
+from app.workers.runner import Runner
 
 
 def _runner(db, settings, handlers, name="w1") -> Runner:
@@ -149,11 +151,16 @@ async def test_flood_jobs_are_claimed_and_recorded_in_batches(db, settings):
         seen.append(ctx.job.id)
         return Done()
 
+    async def apply_batch(ctxs):
+        return [await apply(ctx) for ctx in ctxs]
+
     async with db.transaction() as s:
         for i in range(BATCH_SIZE + 4):
             await enqueue(s, "inbox.apply", {"inbox_id": i})
         await enqueue(s, "stock.push", {"store_id": 1}, lock_key="stock.push:1")
-    runner = _runner(db, settings, {"inbox.apply": apply, "stock.push": apply})
+    # A kind declared with a batch handler is claimed in batches; one without runs a job at a time.
+    batched = JobSpec(name="inbox.apply", handler=apply, batch=apply_batch)
+    runner = _runner(db, settings, {"inbox.apply": batched, "stock.push": apply})
     await runner.run_one()
     assert len(seen) == BATCH_SIZE  # one claim, one record for the whole batch
     await runner.run_until_idle()
@@ -162,7 +169,7 @@ async def test_flood_jobs_are_claimed_and_recorded_in_batches(db, settings):
 
 
 async def test_a_stock_push_runs_before_an_older_backlog(db, settings):
-    from app.sync.push import PUSH_PRIORITY
+    from app.services.push import handle_stock_push
 
     order = []
 
@@ -173,7 +180,7 @@ async def test_a_stock_push_runs_before_an_older_backlog(db, settings):
     async with db.transaction() as s:
         for i in range(5):
             await enqueue(s, "t.backlog", {"i": i})
-        await enqueue(s, "stock.push", {"store_id": 1}, priority=PUSH_PRIORITY)
+        await enqueue(s, "stock.push", {"store_id": 1}, priority=handle_stock_push.priority)
     runner = _runner(db, settings, {"t.backlog": record, "stock.push": record})
     await runner.run_until_idle()
     assert order[0] == "stock.push" and order.count("t.backlog") == 5

@@ -1,1 +1,0 @@
-"""Dividend statements leave the service here: Standard Webhooks signing and exactly-once-effect delivery."""

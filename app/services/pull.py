@@ -1,0 +1,391 @@
+"""Pull is the truth: operator resyncs and scheduled polls fetch snapshots page by page through the
+adapter and reconcile them exactly as webhooks are. Each page is applied in one transaction that
+also saves the position reached (resync) or advances the cursor (poll), so a killed process goes
+on from the last saved page: nothing is missed, nothing applied twice."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from adapters.base import Capability, OrderSnapshot, Page, RefundSnapshot, TimeWindow
+from adapters.errors import AdapterError, AuthExpiredError, ThrottledError, TransientError
+from app.domain import ledger
+from app.db import is_sqlite
+from app.domain.reconcile import lock_for_snapshots, upsert_order, upsert_refund
+from app.models import Order, Refund, Resync, Store, SyncCursor
+from app.models.base import utcnow
+from app.services.platforms import adapter_class, make_adapter
+from app.config import Settings
+from app.domain.windows import poll_window, split_windows
+from app.jobs.catalogue import job, per_store
+from app.jobs.outcomes import Dead, Done, JobContext, Outcome, Retry
+from app.jobs.queue import backoff_s
+from app.services.errors import Conflict, Invalid, NotFound
+from app.services.push import push_store
+from app.services.platforms import mark_auth_expired
+
+log = logging.getLogger("coopsync.pull")
+
+RESOURCE_CAPABILITY = {"orders": Capability.ORDERS_PULL, "refunds": Capability.REFUNDS_PULL,
+                       "inventory": Capability.STOCK_PUSH}
+MAX_RESYNC_SPAN = timedelta(days=92)  # platforms keep about three months of incremental history
+THROTTLE_WAIT_MAX_S = 60.0  # seconds we sleep in-process on a throttle; longer waits go back to the job table
+TRANSIENT_TRIES = 3  # in-loop tries of one page before the job is re-queued with its position saved
+FIRST_POLL_LOOKBACK = timedelta(hours=1)  # how far back the very first poll of a store looks
+POLL_WINDOWS_PER_RUN = 96  # windows one poll run may catch up before yielding the worker
+
+
+@dataclass
+class Counts:
+    fetched: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class StopPull(Exception):
+    """Raised to end a pull with an outcome (auth expired, long throttle)."""
+
+    def __init__(self, outcome: Outcome, message: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
+async def fetch_page(adapter, resource: str, window: TimeWindow, cursor: str | None,
+                     sleep=asyncio.sleep) -> Page:
+    """One page; throttling waits and goes on (never fails the pull); a short outage is retried."""
+    tries = 0
+    while True:
+        try:
+            if resource == "orders":
+                return await adapter.fetch_orders(window, cursor)
+            return await adapter.fetch_refunds(window, cursor)
+        except ThrottledError as exc:
+            wait = exc.retry_after_s or 1.0
+            if wait > THROTTLE_WAIT_MAX_S:
+                raise StopPull(Retry(wait, f"throttled: {exc}", counts=False), str(exc)) from exc
+            await sleep(wait)
+        except TransientError as exc:
+            tries += 1
+            if tries >= TRANSIENT_TRIES:
+                raise StopPull(Retry(exc.retry_after_s or backoff_s(tries, base_s=2, cap_s=120),
+                                     f"unavailable: {exc}", counts=True), str(exc)) from exc
+            await sleep(exc.retry_after_s or backoff_s(tries, base_s=0.5, cap_s=10))
+
+
+async def _missing_orders(ctx: JobContext, store: Store, refunds: list[RefundSnapshot], adapter) -> list[OrderSnapshot]:
+    """Orders that pulled refunds name but that are not here yet: fetch them (outside a transaction)."""
+    wanted = {r.order_external_id for r in refunds}
+    if not wanted:
+        return []
+    async with ctx.db.read() as session:
+        have = set((await session.execute(select(Order.external_id).where(
+            Order.store_id == store.id, Order.external_id.in_(wanted)))).scalars().all())
+    fetched = []
+    for external_id in sorted(wanted - have):
+        snap = await adapter.fetch_order(external_id)
+        if snap is not None:
+            fetched.append(snap)
+    return fetched
+
+
+async def apply_items(session, store: Store, resource: str, items: list, counts: Counts, via: str,
+                      extra_orders: list[OrderSnapshot] = ()) -> None:
+    """Apply one page; each item in a savepoint so one poison record never blocks the rest."""
+    held = await _held_versions(session, store.id, resource, items)
+    if not is_sqlite(session):
+        newer = [snap for snap in items if not _not_newer(snap, held.get(snap.external_id))]
+        await lock_for_snapshots(session, [(store.id, list(extra_orders) + (newer if resource == "orders" else []),
+                                            newer if resource != "orders" else [])])
+    for snap in extra_orders:
+        async with session.begin_nested():
+            await upsert_order(session, store, snap, via=via)
+    for snap in items:
+        counts.fetched += 1
+        if _not_newer(snap, held.get(snap.external_id)):
+            counts.unchanged += 1  # what upsert_* would conclude, without its locks and savepoint
+            continue
+        try:
+            try:
+                async with session.begin_nested():
+                    if resource == "orders":
+                        result = await upsert_order(session, store, snap, via=via)
+                    else:
+                        result = await upsert_refund(session, store, snap, via=via, wait_for_order=False)
+            except BaseException:
+                ledger.forget_locks(session)  # the savepoint's stock changes are gone
+                raise
+            setattr(counts, result.change, getattr(counts, result.change) + 1)
+        except (AdapterError, ValueError) as exc:
+            counts.failed += 1
+            counts.errors.append(f"{getattr(snap, 'external_id', '?')}: {exc}"[:300])
+            log.warning("pulled record failed", extra={"store_id": store.id, "error": str(exc)[:300]})
+
+
+async def _held_versions(session, store_id: int, resource: str, items: list) -> dict[str, tuple]:
+    """(platform updated_at, status) of the page's records we already hold, in one query."""
+    ids = [snap.external_id for snap in items]
+    if not ids:
+        return {}
+    model = Order if resource == "orders" else Refund
+    rows = (await session.execute(select(model.external_id, model.platform_updated_at, model.status).where(
+        model.store_id == store_id, model.external_id.in_(ids)))).all()
+    return {external_id: (updated_at, status) for external_id, updated_at, status in rows}
+
+
+def _not_newer(snap, held: tuple | None) -> bool:
+    """The stale-skip rule of reconcile: nothing to do for a snapshot that is not newer than ours.
+    Orders that embed refunds go the full way (their refunds may be new)."""
+    if held is None or getattr(snap, "refunds", None):
+        return False
+    updated_at, status = held
+    return snap.updated_at < updated_at or (snap.updated_at == updated_at and str(snap.status) == status)
+
+
+async def _store_and_adapter(ctx: JobContext, store_id: int):
+    async with ctx.db.read() as session:
+        store = await session.get(Store, store_id)
+    if store is None:
+        return None, None
+    return store, make_adapter(store, ctx.services.get("http"))
+
+
+async def _auth_failed(ctx: JobContext, store_id: int, exc: Exception) -> None:
+    async with ctx.db.transaction() as session:
+        await mark_auth_expired(session, store_id, str(exc))
+
+
+# -- operator resyncs --------------------------------------------------------------------------
+
+async def create_resync(session: AsyncSession, store_id: int, resource: str, since: datetime | None,
+                        until: datetime | None) -> Resync:
+    """Validate and queue a resync in the caller's transaction (the API and the CLI share it)."""
+    store = await session.get(Store, store_id)
+    if store is None:
+        raise NotFound(f"no store {store_id}")
+    capabilities = adapter_class(store.platform).capabilities
+    if RESOURCE_CAPABILITY[resource] not in capabilities:
+        raise Invalid(f"{store.platform} stores cannot resync {resource}")
+    if resource != "inventory":
+        if since is None or until is None:
+            raise Invalid("since and until are required for orders and refunds")
+        if until <= since:
+            raise Invalid("until must be after since")
+        if until - since > MAX_RESYNC_SPAN:
+            raise Invalid(f"a resync covers at most {MAX_RESYNC_SPAN.days} days")
+        windows = len(split_windows(since, until, adapter_class(store.platform).max_window))
+    else:
+        windows = 1
+    resync = Resync(store_id=store_id, resource=resource, since=since, until=until,
+                    position={"window": 0, "cursor": None, "windows": windows})
+    session.add(resync)
+    await session.flush()
+    await handle_resync.enqueue(session, {"resync_id": resync.id, "store_id": store_id, "resource": resource})
+    return resync
+
+
+async def cancel_resync(session: AsyncSession, resync_id: int) -> Resync:
+    """Ask a resync to stop: a queued one is cancelled now, a running one at its next page."""
+    resync = await session.get(Resync, resync_id, with_for_update=True)
+    if resync is None:
+        raise NotFound(f"no resync {resync_id}")
+    if resync.status in ("succeeded", "failed", "cancelled"):
+        raise Conflict(f"resync {resync_id} already {resync.status}")
+    resync.cancel_requested = True
+    if resync.status == "queued":
+        resync.status, resync.finished_at = "cancelled", utcnow()
+    return resync
+
+
+def _resync_lock(payload: dict) -> str:
+    # An inventory resync pushes the store's stock itself: it shares the lock of the store's push
+    # jobs, so the two never set the same listings at once.
+    if payload["resource"] == "inventory":
+        return f"stock.push:{payload['store_id']}"
+    return f"resync:{payload['store_id']}:{payload['resource']}"
+
+
+@job("resync.run", max_attempts=50, lock=_resync_lock)
+async def handle_resync(ctx: JobContext) -> Outcome:
+    resync_id = int(ctx.job.payload["resync_id"])
+    async with ctx.db.transaction() as session:
+        resync = await session.get(Resync, resync_id, with_for_update=True)
+        if resync is None or resync.status in ("succeeded", "failed", "cancelled"):
+            return Done("nothing to do")
+        if resync.cancel_requested:
+            resync.status, resync.finished_at = "cancelled", utcnow()
+            return Done("cancelled")
+        resync.status = "running"
+        resync.started_at = resync.started_at or utcnow()
+        resource, since, until, position = resync.resource, resync.since, resync.until, dict(resync.position or {})
+    store, adapter = await _store_and_adapter(ctx, resync.store_id)
+    if store is None:
+        return await _finish(ctx, resync_id, "failed", "store no longer exists")
+    if resource == "inventory":
+        return await _resync_inventory(ctx, resync_id, store.id)
+    windows = split_windows(since, until, adapter.max_window)
+    index = int(position.get("window", 0))
+    cursor = position.get("cursor")
+    while index < len(windows):
+        window = windows[index]
+        try:
+            page = await fetch_page(adapter, resource, window, cursor, ctx.services.get("sleep", asyncio.sleep))
+            extra = await _missing_orders(ctx, store, page.items, adapter) if resource == "refunds" else []
+        except StopPull as stop:
+            await _note(ctx, resync_id, str(stop))
+            return stop.outcome
+        except AuthExpiredError as exc:
+            await _auth_failed(ctx, store.id, exc)
+            return await _finish(ctx, resync_id, "failed", f"store needs re-authorisation: {exc}")
+        except AdapterError as exc:
+            return await _finish(ctx, resync_id, "failed", str(exc))
+        next_index, next_cursor = (index, page.next_cursor) if page.next_cursor else (index + 1, None)
+        counts = Counts()
+        async with ctx.db.transaction() as session:
+            resync = await session.get(Resync, resync_id, with_for_update=True)
+            await apply_items(session, store, resource, page.items, counts, "resync", extra)
+            # The position is saved in the same transaction as the page's records.
+            resync.pages += 1
+            resync.fetched += counts.fetched
+            resync.created += counts.created
+            resync.updated += counts.updated
+            resync.unchanged += counts.unchanged
+            resync.failed += counts.failed
+            resync.position = {"window": next_index, "cursor": next_cursor, "windows": len(windows)}
+            if counts.errors:
+                resync.error = "; ".join(counts.errors)[:2000]
+            cancel = resync.cancel_requested
+            if cancel:
+                resync.status, resync.finished_at = "cancelled", utcnow()
+        if cancel:
+            return Done("cancelled")
+        await ctx.extend_lease()
+        index, cursor = next_index, next_cursor
+    return await _finish(ctx, resync_id, "succeeded", None)
+
+
+async def _resync_inventory(ctx: JobContext, resync_id: int, store_id: int) -> Outcome:
+    report, outcome = await push_store(ctx, store_id, force=True)
+    async with ctx.db.transaction() as session:
+        resync = await session.get(Resync, resync_id, with_for_update=True)
+        resync.results = report
+        resync.pages, resync.fetched = 1, len(report)
+        resync.updated = sum(1 for r in report if r.get("ok"))
+        resync.failed = sum(1 for r in report if not r.get("ok"))
+    if isinstance(outcome, Retry):
+        return outcome
+    return await _finish(ctx, resync_id, "succeeded" if not isinstance(outcome, Dead) else "failed",
+                         getattr(outcome, "error", None))
+
+
+async def _note(ctx: JobContext, resync_id: int, message: str) -> None:
+    async with ctx.db.transaction() as session:
+        resync = await session.get(Resync, resync_id, with_for_update=True)
+        resync.error = message[:2000]
+
+
+async def _finish(ctx: JobContext, resync_id: int, status: str, error: str | None) -> Outcome:
+    async with ctx.db.transaction() as session:
+        resync = await session.get(Resync, resync_id, with_for_update=True)
+        if resync.status not in ("cancelled",):
+            resync.status = status
+        if error:
+            resync.error = error[:2000]
+        resync.finished_at = utcnow()
+    return Done(status) if status != "failed" else Done(f"failed: {error}")
+
+
+# -- scheduled polling -----------------------------------------------------------------------
+
+async def _cursor(session, store_id: int, stream: str) -> SyncCursor:
+    row = (await session.execute(select(SyncCursor).where(
+        SyncCursor.store_id == store_id, SyncCursor.stream == stream).with_for_update())).scalar_one_or_none()
+    if row is None:
+        row = SyncCursor(store_id=store_id, stream=stream)
+        session.add(row)
+        await session.flush()
+    return row
+
+
+async def poll_stream(ctx: JobContext, store: Store, adapter, stream: str, now: datetime) -> Counts:
+    counts = Counts()
+    settings = ctx.settings
+    own_overlap = store.options.poll_overlap_s
+    overlap = timedelta(seconds=settings.poll_overlap_s if own_overlap is None else own_overlap)
+    lag = timedelta(seconds=settings.poll_lag_s)
+    for _ in range(POLL_WINDOWS_PER_RUN):
+        async with ctx.db.read() as session:
+            high_water = (await session.execute(select(SyncCursor.high_water).where(
+                SyncCursor.store_id == store.id, SyncCursor.stream == stream))).scalar_one_or_none()
+        window = poll_window(high_water, now, overlap=overlap, lag=lag, max_window=adapter.max_window,
+                             first_lookback=FIRST_POLL_LOOKBACK)
+        if window is None or (high_water is not None and window.end <= high_water):
+            break  # caught up
+        cursor = None
+        while True:
+            page = await fetch_page(adapter, stream, window, cursor, ctx.services.get("sleep", asyncio.sleep))
+            extra = await _missing_orders(ctx, store, page.items, adapter) if stream == "refunds" else []
+            async with ctx.db.transaction() as session:
+                row = await _cursor(session, store.id, stream)
+                await apply_items(session, store, stream, page.items, counts, "poll", extra)
+                row.last_started_at = row.last_started_at or now
+                if page.next_cursor is None:
+                    # The cursor advances in the same commit as the last records of its window.
+                    row.high_water = window.end
+                    row.last_succeeded_at = utcnow()
+                    row.last_error = None
+                    row.consecutive_failures = 0
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+            await ctx.extend_lease()
+    return counts
+
+
+async def schedule_polls(session: AsyncSession, now: datetime, settings: Settings) -> None:
+    """Queue a poll of every connected store whose interval has passed since its last one."""
+    for store in (await session.execute(select(Store).order_by(Store.id))).scalars():
+        interval = store.options.poll_interval_s
+        if interval > 0 and store.auth_status == "ok" and (
+                store.last_poll_at is None or now - store.last_poll_at >= timedelta(seconds=interval)):
+            await handle_poll.enqueue(session, {"store_id": store.id})
+
+
+# One queued poll per store (dedupe) and one running, across processes (lock).
+@job("sync.poll", dedupe=per_store("sync.poll"), lock=per_store("sync.poll"), schedule=schedule_polls)
+async def handle_poll(ctx: JobContext) -> Outcome:
+    store, adapter = await _store_and_adapter(ctx, int(ctx.job.payload["store_id"]))
+    if store is None or store.auth_status != "ok":
+        return Done("store gone or needs re-authorisation")
+    capabilities = adapter_class(store.platform).capabilities
+    now = utcnow()
+    streams = [s for s, cap in (("orders", Capability.ORDERS_PULL), ("refunds", Capability.REFUNDS_PULL))
+               if cap in capabilities]
+    outcome: Outcome = Done()
+    try:
+        for stream in streams:
+            await poll_stream(ctx, store, adapter, stream, now)
+    except StopPull as stop:
+        outcome = stop.outcome
+    except AuthExpiredError as exc:
+        await _auth_failed(ctx, store.id, exc)
+        outcome = Done(f"auth expired: {exc}")
+    except AdapterError as exc:
+        async with ctx.db.transaction() as session:
+            for stream in streams:
+                row = await _cursor(session, store.id, stream)
+                row.last_error = str(exc)[:1000]
+                row.consecutive_failures += 1
+        outcome = Retry(backoff_s(ctx.job.attempts, base_s=10, cap_s=900), str(exc))
+    async with ctx.db.transaction() as session:
+        row = await session.get(Store, store.id, with_for_update=True)
+        row.last_poll_at = now
+    return outcome

@@ -1,0 +1,254 @@
+"""Stock push: every change of available stock queues one coalesced push per store of that sku.
+
+One job per store may be queued and one may run (``dedupe_key`` / ``lock_key``): the latest
+quantity always wins, a slow push never piles up work, and a change made while a push is in
+flight queues exactly one more.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from adapters.base import Capability, StockLevel
+from adapters.errors import AdapterError, AuthExpiredError, TransientError
+from app.domain import ledger
+from app.domain.allocation import ShopDemand, allocate
+from app.metrics import STOCK_PUSHES
+from app.models import Listing, Sku, Store
+from app.models.base import utcnow
+from app.services.platforms import adapter_class, make_adapter
+from app.domain import outbox
+from app.jobs.catalogue import job, per_store
+from app.jobs.outcomes import Done, JobContext, Outcome, Retry
+from app.jobs.queue import later
+from app.services.errors import Invalid
+from app.services.platforms import mark_auth_expired
+
+log = logging.getLogger("coopsync.push")
+
+PUSH_DEBOUNCE_S = 0.05  # seconds a push waits so a burst of sales goes out as one figure; see configure()
+CONFLICT_RETRY_S = 0.05  # seconds before a push refused by compare-and-set is tried again
+CONFLICT_PATIENCE_S = 10.0  # seconds of conflicts before the platform's own count is believed
+
+
+def configure(debounce_s: float) -> None:
+    """Apply the process's settings (called at start-up; the ledger queues pushes without settings)."""
+    global PUSH_DEBOUNCE_S
+    PUSH_DEBOUNCE_S = max(0.0, debounce_s)
+
+
+async def queue_stock_push(session: AsyncSession, sku_id: int) -> None:
+    await queue_pushes_for_skus(session, {sku_id})
+
+
+async def queue_pushes_for_skus(session: AsyncSession, sku_ids: set[int]) -> None:
+    """Queue one push per store that lists any of ``sku_ids`` (the ledger's stock-changed outbox)."""
+    store_ids = (await session.execute(
+        select(Listing.store_id).where(Listing.sku_id.in_(sorted(sku_ids))).distinct().order_by(Listing.store_id)
+    )).scalars().all()
+    for store_id in store_ids:
+        await queue_store_push(session, store_id)
+
+
+outbox.on_stock_changed(queue_pushes_for_skus)
+
+
+async def set_allocation(session: AsyncSession, sku: Sku, policy: dict) -> None:
+    """Set what each shop is offered of ``sku`` (``mode`` shares or shared) and push every shop of it."""
+    if policy["mode"] == "shares" and not any(policy["shares"].values()):
+        raise Invalid("shares: a shares policy needs at least one store with a positive weight")
+    for store_id in sorted({*policy["shares"], *policy["caps"]}):
+        if not store_id.isdigit() or await session.get(Store, int(store_id)) is None:
+            raise Invalid(f"shares/caps: no store {store_id!r}")
+    sku.allocation = policy if policy["mode"] != "shared" else None
+    await queue_stock_push(session, sku.id)
+
+
+async def queue_store_push(session: AsyncSession, store_id: int, *, force: bool = False,
+                           debounce_s: float | None = None) -> None:
+    """One queued push per store; changes inside the debounce window ride on the same push."""
+    wait = PUSH_DEBOUNCE_S if debounce_s is None else debounce_s
+    await handle_stock_push.enqueue(session, {"store_id": store_id, "force": force},
+                                    run_after=later(wait) if wait > 0 else None)
+
+
+@dataclass(frozen=True)
+class PlannedPush:
+    listing_id: int
+    external_sku_key: str
+    quantity: int
+    listing_ref: dict
+    expected: int | None  # what the platform should show now (compare-and-set), None for a blind set
+    sold_snapshot: int  # sold_since_push when planned; a successful set accounts for exactly these
+    previous: int | None  # pushed_quantity before this push
+
+
+def outstanding(listing: Listing) -> int:
+    """What a shop can still sell of a listing plus what it sold that we have not heard of yet."""
+    if listing.pushed_quantity is None:
+        return 0
+    return max(0, listing.pushed_quantity - listing.sold_since_push)
+
+
+async def desired_quantities(session: AsyncSession, sku_ids: set[int]) -> dict[int, int]:
+    """Sellable quantity per listing id for every listing of ``sku_ids``, by each sku's policy.
+
+    Under a share policy a listing is also never offered more than the available stock less what
+    the *other* listings still have outstanding: raising one shop waits until the shops whose part
+    shrank were pushed down, so the shops together can never sell more than there is."""
+    if not sku_ids:
+        return {}
+    skus = (await session.execute(select(Sku).where(Sku.id.in_(sku_ids)))).scalars().all()
+    rows = (await session.execute(
+        select(Listing, Store).join(Store, Store.id == Listing.store_id).where(Listing.sku_id.in_(sku_ids))
+    )).all()
+    by_sku: dict[int, list[ShopDemand]] = {}
+    listings_of: dict[int, list[Listing]] = {}
+    for listing, store in rows:
+        safety = store.options.safety_stock
+        by_sku.setdefault(listing.sku_id, []).append(ShopDemand(listing.id, store.id, safety))
+        listings_of.setdefault(listing.sku_id, []).append(listing)
+    result: dict[int, int] = {}
+    for sku in skus:
+        available = sku.on_hand - sku.reserved
+        offers = allocate(available, by_sku.get(sku.id, []), sku.allocation)
+        if (sku.allocation or {}).get("mode", "shared") != "shared":
+            committed = {l.id: outstanding(l) for l in listings_of.get(sku.id, [])}
+            total = sum(committed.values())
+            for listing_id, offer in offers.items():
+                headroom = max(0, available - (total - committed[listing_id]))
+                offers[listing_id] = min(offer, headroom)
+        result.update(offers)
+    return result
+
+
+async def plan_store_push(session: AsyncSession, store_id: int, *, force: bool, cas: bool = False) -> list[PlannedPush]:
+    """Listings whose shop should be told a new figure.
+
+    Under a share policy, on a platform with compare-and-set, the shop's own count (pushed less sold
+    since) is trusted and the push names it as the expected figure. Otherwise (the shared policy, or
+    no compare-and-set) every change re-asserts the absolute figure blindly: a platform that answered
+    200 may not have applied it, and a shop selling fast would starve a compare-and-set push that
+    the shared policy cannot make safe anyway."""
+    rows = (await session.execute(
+        select(Listing, Sku.allocation).join(Sku, Sku.id == Listing.sku_id)
+        .where(Listing.store_id == store_id, Listing.sku_id.is_not(None))
+    )).all()
+    wanted = await desired_quantities(session, {listing.sku_id for listing, _ in rows})
+    plan = []
+    for listing, policy in rows:
+        quantity = wanted.get(listing.id, 0)
+        guarded = cas and (policy or {}).get("mode", "shared") != "shared"
+        believed = outstanding(listing) if listing.pushed_quantity is not None else None
+        if force or (believed if guarded else listing.pushed_quantity) != quantity or listing.push_error:
+            plan.append(PlannedPush(listing.id, listing.external_sku_key, quantity, dict(listing.listing_ref or {}),
+                                    believed if guarded else None, listing.sold_since_push, listing.pushed_quantity))
+    return plan
+
+
+async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[list[dict], Outcome]:
+    """Push what differs; returns a result per listing and the job outcome."""
+    async with ctx.db.transaction() as session:
+        store = await session.get(Store, store_id)
+        if store is None:
+            return [], Done("store gone")
+        capabilities = adapter_class(store.platform).capabilities
+        if Capability.STOCK_PUSH not in capabilities:
+            return [], Done("platform cannot take stock pushes")
+        cas = Capability.STOCK_COMPARE_AND_SET in capabilities
+        plan = await plan_store_push(session, store_id, force=force, cas=cas)
+    if not plan:
+        return [], Done("nothing to push")
+    adapter = make_adapter(store, ctx.services.get("http"))
+    levels = [StockLevel(p.external_sku_key, p.quantity, p.listing_ref, p.expected) for p in plan]
+    outcome: Outcome = Done()
+    try:
+        results = await adapter.push_stock(levels)
+    except AdapterError as exc:
+        results = []
+        error = str(exc)
+        async with ctx.db.transaction() as session:
+            if isinstance(exc, AuthExpiredError):
+                await mark_auth_expired(session, store_id, error)
+            for p in plan:
+                listing = await session.get(Listing, p.listing_id)
+                listing.push_error = error[:1000]
+        STOCK_PUSHES.labels(store.platform, "error").inc(len(plan))
+        if isinstance(exc, TransientError):
+            return [], Retry(exc.retry_after_s or 5.0, error)
+        return [{"external_sku_key": p.external_sku_key, "quantity": p.quantity, "ok": False, "error": error}
+                for p in plan], Done(error)
+    by_key = {r.external_sku_key: r for r in results}
+    report = []
+    retry_after = None
+    conflicted = False
+    lowered_skus: set[int] = set()
+    now = utcnow()
+    async with ctx.db.transaction() as session:
+        locked = {l.id: l for l in await ledger.lock_listings(session, Listing.id.in_([p.listing_id for p in plan]))}
+        for p in plan:
+            listing = locked.get(p.listing_id)
+            if listing is None:
+                continue  # deleted since the push was planned
+            result = by_key.get(p.external_sku_key)
+            if result is not None and result.ok:
+                if p.expected is not None and p.quantity < p.expected:
+                    lowered_skus.add(listing.sku_id)
+                listing.pushed_quantity = p.quantity
+                # Sales heard of after planning happened after the set (a compare-and-set would have
+                # failed otherwise), so they still count against the new figure. After a blind set
+                # the count is only a hint; the absolute figure is re-asserted on every change.
+                listing.sold_since_push = listing.sold_since_push - p.sold_snapshot
+                listing.pushed_at = now
+                listing.push_error = None
+                STOCK_PUSHES.labels(store.platform, "ok").inc()
+            elif result is not None and result.error_kind == "conflict":
+                conflicted = True
+                STOCK_PUSHES.labels(store.platform, "conflict").inc()
+                if result.current_quantity is not None and _waited_too_long(ctx):
+                    # The sales behind the difference never reached us (a lost webhook): believe the
+                    # platform's count, and remember them as unheard so that their orders, when
+                    # polling brings them in, are not counted against the listing a second time.
+                    unheard = outstanding(listing) - result.current_quantity
+                    if unheard > 0:
+                        listing.sold_since_push += unheard
+                        listing.unheard_sales += unheard
+                    log.warning("stock push conflict resolved from the platform's count",
+                                extra={"listing": listing.external_sku_key, "platform": result.current_quantity})
+            else:
+                error = result.error if result else "no result from the adapter"
+                listing.push_error = (error or "failed")[:1000]
+                STOCK_PUSHES.labels(store.platform, "error").inc()
+                if result is not None and result.error_kind in ("transient", "throttled"):
+                    retry_after = max(retry_after or 0, result.retry_after_s or 5.0)
+            listing.updated_at = now
+            report.append({"listing_id": p.listing_id, "external_sku_key": p.external_sku_key,
+                           "quantity": p.quantity, "ok": bool(result and result.ok),
+                           "error": None if result and result.ok else (result.error if result else "no result")})
+        for sku_id in lowered_skus:
+            # Shops whose part was waiting on this one's going down can now be raised.
+            other_stores = (await session.execute(select(Listing.store_id).where(
+                Listing.sku_id == sku_id, Listing.store_id != store_id).distinct())).scalars().all()
+            for other in other_stores:
+                await queue_store_push(session, other)
+    if conflicted:
+        # The shop sold something we have not heard of: wait for its order, then push again.
+        return report, Retry(CONFLICT_RETRY_S, "compare-and-set conflict", counts=False)
+    if retry_after is not None:
+        outcome = Retry(retry_after, "some listings were throttled or unavailable")
+    return report, outcome
+
+
+def _waited_too_long(ctx: JobContext) -> bool:
+    return (utcnow() - ctx.job.created_at).total_seconds() > CONFLICT_PATIENCE_S
+
+
+# Pushes run before other due work (priority 10): a stale figure is what oversells.
+@job("stock.push", priority=10, dedupe=per_store("stock.push"), lock=per_store("stock.push"))
+async def handle_stock_push(ctx: JobContext) -> Outcome:
+    _, outcome = await push_store(ctx, int(ctx.job.payload["store_id"]), force=bool(ctx.job.payload.get("force")))
+    return outcome

@@ -1,0 +1,13 @@
+"""Every flow that declares jobs, imported so that the catalogue is complete before workers start."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from app.jobs.catalogue import CATALOGUE, JobSpec
+from app.services import apply, dividends, drift, maintenance, pull, push, settlement  # noqa: F401 - they register
+
+
+def default_handlers() -> Mapping[str, JobSpec]:
+    """Job name → its declaration (a callable handler with its batch handler, keys and schedule)."""
+    return dict(CATALOGUE)

@@ -1,1 +1,0 @@
-"""Dividend statements: signing and delivery."""
