@@ -1,8 +1,10 @@
-"""Structured logs (JSON or console) with the request id on every line."""
+"""Structured logs (JSON or console) with the request id on every line, and secrets in URLs
+(tokens, signatures, OAuth codes) redacted before any line is written."""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from contextvars import ContextVar
 from datetime import datetime, timezone
@@ -15,9 +17,31 @@ request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "color_message"}
 
 
+# Query parameters whose values are secrets on some platform (tokens, signatures, OAuth codes).
+SECRET_PARAMS = ("access_token", "sign", "client_secret", "refresh_token", "code", "hmac", "app_secret",
+                 "consumer_key", "consumer_secret", "session", "state")
+_SECRET_QUERY = re.compile(r"([?&](?:%s)=)[^&\s\"'#]*" % "|".join(SECRET_PARAMS), re.IGNORECASE)
+# Client libraries that log every request line, URL included, at INFO.
+QUIET_LOGGERS = ("httpx", "httpcore", "hpack")
+
+
+def redact(text: str) -> str:
+    """``text`` with the values of secret query parameters replaced."""
+    return _SECRET_QUERY.sub(r"\1[redacted]", text)
+
+
 class _RequestIdFilter(logging.Filter):
+    """Adds the request id, and redacts secret query values from the message and its extras."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, ()
+        for key, value in list(record.__dict__.items()):
+            if key not in _RESERVED and isinstance(value, str) and "=" in value:
+                setattr(record, key, redact(value))
         return True
 
 
@@ -64,3 +88,5 @@ def configure_logging(fmt: str = "console", level: str = "INFO") -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -16,11 +16,12 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from adapters.base import Capability, WebhookIdentity
 from adapters.errors import SignatureError
 from app.errors import problem_body
 from app.metrics import WEBHOOK_SIGNATURE_FAILURES, WEBHOOKS
 from app.models import Store
-from app.services.platforms import UnknownPlatform, make_adapter
+from app.services.platforms import UnknownPlatform, adapter_class, make_adapter, registry
 from app.services.intake import PendingRow, dedupe_key_for, kept_headers
 
 log = logging.getLogger("coopsync.webhooks")
@@ -30,6 +31,29 @@ STORE_CACHE_TTL_S = 5.0  # seconds a store's webhook settings are cached in this
 ROUTE = "/webhooks/{platform}/{store_id}"
 _PATH = re.compile(r"^/webhooks/([a-z0-9_\-]{1,32})/([0-9]{1,18})/?$")
 _PROBLEM_HEADERS = {"content-type": "application/problem+json"}
+MAX_STORE_ID = 2**63 - 1  # ids are bigint: a larger one names no store (and would overflow the driver)
+
+
+def _platform_label(platform: str) -> str:
+    """Metric label: a known platform's name, else one shared label, so that random paths cannot
+    grow the metric series without bound."""
+    return platform if platform in registry() else "unknown"
+
+
+def _receives_webhooks(platform: str) -> bool:
+    try:
+        return Capability.WEBHOOKS in adapter_class(platform).capabilities
+    except UnknownPlatform:
+        return False
+
+
+def _identity(adapter, headers, body: bytes) -> WebhookIdentity:
+    """The delivery's id and topic; a signed body the adapter cannot read (say, nested past the
+    parser's depth) is still kept, under a hash of its bytes, to fail visibly when it is applied."""
+    try:
+        return adapter.webhook_identity(headers, body)
+    except (ValueError, TypeError, KeyError, RecursionError):
+        return WebhookIdentity(dedupe_key=None)
 
 
 async def _store_entry(state, store_id: int):
@@ -56,22 +80,29 @@ async def _store_entry(state, store_id: int):
 
 async def accept(state, platform: str, store_id: int, headers, body: bytes) -> tuple[int, bytes, dict]:
     """(status, JSON body, headers) for one delivery. No outbound call is made here."""
-    entry = await _store_entry(state, store_id)
+    if not _receives_webhooks(platform):
+        WEBHOOKS.labels(_platform_label(platform), "no_webhooks").inc()
+        return 404, problem_body(404, f"{platform[:32]!r} has no webhooks here"), _PROBLEM_HEADERS
+    entry = await _store_entry(state, store_id) if 0 < store_id <= MAX_STORE_ID else None
     if entry is None or entry[1] != platform:
-        WEBHOOKS.labels(platform[:32], "unknown_store").inc()
+        WEBHOOKS.labels(platform, "unknown_store").inc()
         return 404, problem_body(404, f"no {platform} store {store_id}"), _PROBLEM_HEADERS
     _, _, secrets, adapter = entry
-    identity = adapter.webhook_identity(headers, body)
-    if identity.is_ping:
-        WEBHOOKS.labels(platform, "ping").inc()
-        return 200, b'{"status":"ping"}', {}
+    # Verify first, parse after: nothing reads an unauthenticated body but the ping check.
     try:
         adapter.verify_webhook(headers, body, secrets)
     except SignatureError as exc:
+        if _identity(adapter, headers, body).is_ping:
+            WEBHOOKS.labels(platform, "ping").inc()
+            return 200, b'{"status":"ping"}', {}
         WEBHOOK_SIGNATURE_FAILURES.labels(platform).inc()
         WEBHOOKS.labels(platform, "bad_signature").inc()
         log.warning("webhook signature refused", extra={"store_id": store_id, "platform": platform})
         return 401, problem_body(401, f"signature did not verify: {exc.message}"), _PROBLEM_HEADERS
+    identity = _identity(adapter, headers, body)
+    if identity.is_ping:
+        WEBHOOKS.labels(platform, "ping").inc()
+        return 200, b'{"status":"ping"}', {}
     row = PendingRow(store_id=store_id, platform=platform, dedupe_key=dedupe_key_for(identity.dedupe_key, body),
                      topic=identity.topic[:128] if identity.topic else None, headers=kept_headers(headers), body=body)
     try:

@@ -1,10 +1,11 @@
-"""Webhooks end to end: intake, inbox, worker, reconcile, ledger. Each test is one behaviour of issue 3."""
+"""Webhooks end to end: intake, inbox, worker, reconcile, ledger; and bad input at the webhook edge."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from app.models import InboxItem, Job, Order, StockMovement
@@ -326,3 +327,44 @@ async def test_a_refund_stored_before_its_order_applies_its_lines_when_the_order
     assert await stock_of(client) == (100, 1)  # 4 reserved, 3 released by the refund
     r = await client.get("/v1/orders", headers=ADMIN)
     assert r.json()["items"][0]["refunded_minor"] == 3 * 3990
+
+
+# -- bad input found by fuzzing: never a 500, never a new metric series -----------------------------
+
+async def test_a_platform_without_webhooks_is_404_even_for_its_own_store(client, db):
+    store = await create_store(client, "pinduoduo", external_shop_id="mall-1",
+                               credentials={"client_id": "c", "client_secret": "s", "access_token": "t"},
+                               settings={"poll_interval_s": 0})
+    for platform in ("pinduoduo", "taobao"):
+        r = await client.post(f"/webhooks/{platform}/{store['id']}", content=b"{}")
+        assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
+    assert await count_rows(db, InboxItem) == 0
+
+
+@pytest.mark.parametrize("store_id", [2**63 - 1, 2**63, 2**64 + 7, 10**30])
+async def test_a_store_id_past_int64_is_404(client, store_id):
+    r = await client.post(f"/webhooks/shopify/{store_id}", content=b"{}")
+    assert r.status_code == 404
+
+
+@pytest.mark.parametrize("platform", ["douyin", "woocommerce", "shopify"])
+async def test_a_deeply_nested_body_with_a_bad_signature_is_401_not_parsed(client, db, platform):
+    store = await create_store(client, platform, webhook_secret=SECRET, credentials={
+        "douyin": {"app_key": "k", "app_secret": "s", "access_token": "t"},
+        "woocommerce": {"consumer_key": "ck_x", "consumer_secret": "cs_y"},
+        "shopify": {"access_token": "shpat_x"}}[platform], settings={"base_url": "https://x.test", "poll_interval_s": 0})
+    body = b"[" * 1000 + b"]" * 1000
+    r = await client.post(f"/webhooks/{platform}/{store['id']}", content=body, headers={
+        "Content-Type": "application/json", "event-sign": "bad", "X-WC-Webhook-Signature": "bad",
+        "X-Shopify-Hmac-Sha256": "bad", "X-WC-Webhook-Topic": "order.created"})
+    assert r.status_code == 401
+    assert await count_rows(db, InboxItem) == 0
+
+
+async def test_random_platform_names_share_one_metric_label(client):
+    for n in range(20):
+        r = await client.post(f"/webhooks/zz{n}fuzz/1", content=b"{}")
+        assert r.status_code == 404
+    metrics = (await client.get("/metrics")).text
+    assert "zz0fuzz" not in metrics and "zz19fuzz" not in metrics
+    assert 'platform="unknown"' in metrics
