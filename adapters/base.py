@@ -231,8 +231,14 @@ class StoreContext:
         return str(value) if value else None
 
 
-class EmptyCredentials(BaseModel):
+class CredentialsBase(BaseModel):
+    """Base of the adapters' credential models: an unknown field is refused, not silently dropped."""
+
     model_config = ConfigDict(extra="forbid")
+
+
+class EmptyCredentials(CredentialsBase):
+    pass
 
 
 @runtime_checkable
@@ -288,6 +294,14 @@ class AdapterBase:
     @property
     def credentials(self) -> Any:
         return self.store.credentials
+
+    @property
+    def creds(self) -> Any:
+        """The store's credentials as this adapter's ``Credentials`` model; the core may hand another model."""
+        creds = self.store.credentials
+        if isinstance(creds, self.Credentials):
+            return creds
+        return self.Credentials.model_validate(creds.model_dump() if isinstance(creds, BaseModel) else creds)
 
     def webhook_ack(self, status: str) -> dict[str, Any]:
         return {"status": status}

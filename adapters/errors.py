@@ -16,9 +16,14 @@ from __future__ import annotations
 
 
 class AdapterError(Exception):
-    """Base of every error an adapter raises."""
+    """Base of every error an adapter raises. ``kind`` names the branch for workers and push results."""
 
     kind = "error"
+
+    def __init_subclass__(cls, kind: str | None = None, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if kind is not None:
+            cls.kind = kind
 
     def __init__(self, message: str, *, platform: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -32,51 +37,37 @@ class AdapterError(Exception):
         return f"{prefix}{self.message}{suffix}"
 
 
-class TransientError(AdapterError):
+class _RetryLater(AdapterError):
+    """An error that may carry ``retry_after_s``: how many seconds to wait before trying again, when known."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None, **kw) -> None:
+        super().__init__(message, **kw)
+        self.retry_after_s = retry_after_s
+
+
+class TransientError(_RetryLater, kind="transient"):
     """A failure that is expected to pass: retry, after ``retry_after_s`` seconds when given."""
 
-    kind = "transient"
 
-    def __init__(self, message: str, *, retry_after_s: float | None = None, **kw) -> None:
-        super().__init__(message, **kw)
-        self.retry_after_s = retry_after_s
-
-
-class ThrottledError(TransientError):
+class ThrottledError(TransientError, kind="throttled"):
     """The platform asked us to slow down."""
 
-    kind = "throttled"
 
-
-class AuthExpiredError(AdapterError):
+class AuthExpiredError(AdapterError, kind="auth_expired"):
     """Credentials no longer work. Resolution: re-authorise the store and update its credentials."""
 
-    kind = "auth_expired"
 
-
-class PermanentError(AdapterError):
+class PermanentError(AdapterError, kind="permanent"):
     """Retrying the same call will fail the same way."""
 
-    kind = "permanent"
 
-
-class SignatureError(PermanentError):
+class SignatureError(PermanentError, kind="signature"):
     """A signature did not verify."""
 
-    kind = "signature"
 
-
-class PayloadError(PermanentError):
+class PayloadError(PermanentError, kind="payload"):
     """A payload could not be parsed or mapped onto the canonical model."""
 
-    kind = "payload"
 
-
-class DependencyNotReady(AdapterError):
+class DependencyNotReady(_RetryLater, kind="dependency_not_ready"):
     """What this needs has not arrived yet; retry later without counting it as a failure."""
-
-    kind = "dependency_not_ready"
-
-    def __init__(self, message: str, *, retry_after_s: float | None = None, **kw) -> None:
-        super().__init__(message, **kw)
-        self.retry_after_s = retry_after_s

@@ -11,13 +11,7 @@ from typing import Awaitable, Callable, TypeVar
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
-from adapters.errors import (
-    AdapterError,
-    AuthExpiredError,
-    PermanentError,
-    ThrottledError,
-    TransientError,
-)
+from adapters.errors import AdapterError, AuthExpiredError, PermanentError, ThrottledError, TransientError
 
 log = logging.getLogger("coopsync.adapters.http")
 

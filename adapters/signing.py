@@ -1,4 +1,4 @@
-"""Signing helpers shared by gateway platforms: sorted ``key+value`` strings, wrapped MD5, HMAC.
+"""Signing helpers shared by the platforms: sorted ``key+value`` strings, wrapped MD5, HMAC, webhook checks.
 
 PDD, Taobao TOP, JD and Douyin all sign a request the same way at heart: sort the parameters by
 name, glue ``name+value`` together, then digest (MD5 with the secret at both ends, or an HMAC).
@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Callable, Iterable, Literal, Mapping
+
+from adapters.errors import SignatureError
 
 HmacAlgorithm = Literal["md5", "sha1", "sha256"]
 
@@ -92,3 +94,31 @@ def signatures_equal(expected: str, given: str | None, *, case_insensitive: bool
     if case_insensitive:
         expected, given = expected.upper(), given.upper()
     return hmac.compare_digest(expected.encode("utf-8"), given.encode("utf-8"))
+
+
+def signed_by_any(given: bytes, secrets: Iterable[str], expected: Callable[[str], bytes], *,
+                  skip_empty: bool = True) -> bool:
+    """Whether ``given`` equals ``expected(secret)`` for one of ``secrets`` (current and previous ones
+    during a rotation). Every secret is tried, in constant time and without an early exit, so the
+    timing tells neither which secret matched nor how much of the digest was right. ``skip_empty``:
+    an empty secret signs nothing (Shopify, WooCommerce); where it is off, it is tried like any other.
+    """
+    matched = False
+    for secret in secrets:
+        if secret or not skip_empty:
+            matched |= hmac.compare_digest(expected(secret), given)
+    return matched
+
+
+def verify_text_signature(given: str | None, body: bytes, secrets: Iterable[str],
+                          signature: Callable[[bytes, str], str], *, header: str, platform: str) -> None:
+    """Raise ``SignatureError`` unless the ``header`` value ``given`` is ``signature(body, secret)`` for one
+    of the non-empty ``secrets`` (Shopify, WooCommerce: base64 text signatures over the raw body)."""
+    if not given:
+        raise SignatureError(f"missing {header} header", platform=platform)
+    if not body:
+        # Shopify's own library refuses an empty body before comparing: nothing signed means nothing to trust.
+        raise SignatureError("empty webhook body", platform=platform)
+    given_bytes = given.strip().encode("ascii", "replace")
+    if not signed_by_any(given_bytes, secrets, lambda secret: signature(body, secret).encode("ascii")):
+        raise SignatureError(f"{header} does not match the body", platform=platform)

@@ -6,23 +6,15 @@ Facts from shared/platforms/china.md section 3 (official Go SDK ``zsmhub/doudian
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import time
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Mapping
 
 import httpx
 
-from adapters.errors import (
-    AdapterError,
-    AuthExpiredError,
-    PayloadError,
-    PermanentError,
-    ThrottledError,
-    TransientError,
-)
-from adapters.http import error_for_response, send, with_retries
+from adapters.errors import AdapterError, AuthExpiredError, PayloadError, PermanentError, ThrottledError, TransientError
+from adapters.gateway import GatewayClient
+from adapters.http import error_for_response
+from adapters.signing import hmac_hex
 
 PLATFORM = "douyin"
 DEFAULT_BASE_URL = "https://openapi-fxg.jinritemai.com"
@@ -31,7 +23,6 @@ SIGN_METHOD = "hmac-sha256"
 PAGE_SIZE = 100  # rows; both list APIs cap `size` at 100
 THROTTLE_RETRY_S = 1.0  # seconds; code 60000 carries no delay and no rate is published (china.md 3.8)
 SUCCESS_CODE = "10000"
-
 
 
 def encode_param_json(params: Mapping[str, Any]) -> str:
@@ -49,8 +40,7 @@ def sign_payload(app_key: str, app_secret: str, method: str, param_json: str, ti
 def sign(app_key: str, app_secret: str, method: str, param_json: str, timestamp: str,
          v: str = API_VERSION) -> str:
     """``sign_method=hmac-sha256``: lower-hex HMAC-SHA256 keyed by the app secret (china.md 3.2)."""
-    message = sign_payload(app_key, app_secret, method, param_json, timestamp, v)
-    return hmac.new(app_secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+    return hmac_hex(app_secret, sign_payload(app_key, app_secret, method, param_json, timestamp, v), upper=False)
 
 
 def path_for(method: str) -> str:
@@ -81,19 +71,13 @@ def error_for_body(body: Mapping[str, Any], method: str) -> AdapterError | None:
     return PermanentError(message, platform=PLATFORM, code=err_code)
 
 
-class DouyinClient:
-    """Signed calls to the Douyin Shop gateway; each method returns the envelope's ``data``."""
+class DouyinClient(GatewayClient):
+    """Signed calls to the Douyin Shop gateway; each method returns the envelope's ``data``.
 
-    def __init__(self, http: httpx.AsyncClient, *, app_key: str, app_secret: str, access_token: str,
-                 base_url: str | None = None, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], Awaitable[None]] | None = None) -> None:
-        self.http = http
-        self.app_key = app_key
-        self.app_secret = app_secret
-        self.access_token = access_token
-        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        self.clock = clock
-        self.sleep = sleep  # tests pass a no-op so retries after a throttle do not wait
+    Unlike PDD and TOP it signs into the query, sends JSON and answers with a ``code`` envelope."""
+
+    platform = PLATFORM
+    default_url = DEFAULT_BASE_URL
 
     def build_request(self, method: str, params: Mapping[str, Any]) -> httpx.Request:
         body = encode_param_json(params)
@@ -109,11 +93,10 @@ class DouyinClient:
             "sign": sign(self.app_key, self.app_secret, method, body, timestamp),
         }
         headers = {"Content-Type": "application/json", "x-open-no-old-err-code": "1"}
-        return self.http.build_request("POST", self.base_url + path_for(method), params=query,
+        return self.http.build_request("POST", self.url.rstrip("/") + path_for(method), params=query,
                                        content=body.encode(), headers=headers)
 
-    async def _call_once(self, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        response = await send(self.http, self.build_request(method, params), PLATFORM)
+    def parse(self, response: httpx.Response, method: str) -> dict[str, Any]:
         # The gateway answers 200 with a body code; a non-2xx status comes from a proxy or an outage,
         # and its body (if any) is not the envelope, so the status decides.
         status_error = error_for_response(response, PLATFORM)
@@ -131,11 +114,7 @@ class DouyinClient:
         data = body.get("data")
         return data if isinstance(data, dict) else {}
 
-    async def call(self, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        """Sign and send ``method`` (a fresh timestamp per attempt); retry short transient failures."""
-        return await with_retries(lambda: self._call_once(method, params), sleep=self.sleep)
-
-    async def order_search_list(self, *, update_time_start: int, update_time_end: int, page: int,
+    async def order_search_list(self, update_time_start: int, update_time_end: int, *, page: int,
                                 size: int = PAGE_SIZE) -> dict[str, Any]:
         """Shop orders by update time, one page (page from 0). ref: https://github.com/zsmhub/doudian-sdk/blob/93c52ff565c8841af997483e456b5f1739cb2c36/api/order_searchList/request/order_searchList_request.go"""
         return await self.call("order.searchList", {
@@ -147,7 +126,7 @@ class DouyinClient:
         """One shop order with its sku orders and logistics. ref: https://github.com/zsmhub/doudian-sdk/blob/93c52ff565c8841af997483e456b5f1739cb2c36/api/order_orderDetail/request/order_orderDetail_request.go"""
         return await self.call("order.orderDetail", {"shop_order_id": shop_order_id})
 
-    async def after_sale_list(self, *, update_start_time: int | None = None, update_end_time: int | None = None,
+    async def after_sale_list(self, update_start_time: int | None = None, update_end_time: int | None = None, *,
                               aftersale_id: str | None = None, page: int = 0,
                               size: int = PAGE_SIZE) -> dict[str, Any]:
         """After-sale orders by update time or by id, one page. ref: https://github.com/zsmhub/doudian-sdk/blob/93c52ff565c8841af997483e456b5f1739cb2c36/api/afterSale_List/request/afterSale_List_request.go"""

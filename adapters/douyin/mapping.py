@@ -7,22 +7,21 @@ only checked to be integral and times go through ``from_unix``.
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import partial
 from typing import Any, Mapping
 
-from adapters.base import (
-    OrderLineSnapshot,
-    OrderSnapshot,
-    OrderStatus,
-    RefundLineSnapshot,
-    RefundSnapshot,
-    RefundStatus,
-    RestockType,
-)
+from adapters.base import OrderLineSnapshot, OrderSnapshot, OrderStatus, RefundLineSnapshot, RefundSnapshot
+from adapters.base import RefundStatus, RestockType
 from adapters.errors import PayloadError
+from adapters.fields import as_int, ext_id, present
 from adapters.units import from_unix
 
 PLATFORM = "douyin"
 CURRENCY = "CNY"
+
+_id = ext_id
+_int = partial(as_int, platform=PLATFORM, message="{field}={value!r} is not an integer")
+_present = partial(present, platform=PLATFORM)
 
 # order_status (china.md 3.4). 101 "partly shipped" stays paid at order level; lines carry what shipped.
 ORDER_STATUS: dict[int, OrderStatus] = {
@@ -66,20 +65,6 @@ def fen(value: Any, field: str) -> int:
         raise PayloadError(f"{field}={value!r} is not a fen amount", platform=PLATFORM) from exc
 
 
-def _int(value: Any, field: str) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError) as exc:
-        raise PayloadError(f"{field}={value!r} is not an integer", platform=PLATFORM) from exc
-
-
-def _id(value: Any) -> str | None:
-    """Platform ids come as 19-digit ints or strings; 0 and "" mean absent."""
-    if value in (None, "", 0, "0"):
-        return None
-    return str(value)
-
-
 def _text(value: Any) -> str | None:
     text = str(value).strip() if value is not None else ""
     return text or None
@@ -105,9 +90,7 @@ def _shipped_by_line(order: Mapping[str, Any]) -> dict[str, int] | None:
 
 def order_line(raw: Mapping[str, Any], shipped_quantity: int | None) -> OrderLineSnapshot:
     # The sku order id is `order_id` in the official SDK models; some payloads call it `sku_order_id`.
-    line_id = _id(raw.get("sku_order_id")) or _id(raw.get("order_id"))
-    if not line_id:
-        raise PayloadError("sku order without an id", platform=PLATFORM)
+    line_id = _present(_id(raw.get("sku_order_id")) or _id(raw.get("order_id")), "sku order without an id")
     sku_id = _id(raw.get("sku_id"))
     product_id = _id(raw.get("product_id_str")) or _id(raw.get("product_id"))
     listing_ref = {k: v for k, v in (("product_id", product_id), ("sku_id", sku_id)) if v}
@@ -127,16 +110,10 @@ def order_line(raw: Mapping[str, Any], shipped_quantity: int | None) -> OrderLin
 
 def order_from_douyin(raw: Mapping[str, Any]) -> OrderSnapshot:
     """A shop (parent) order from ``order.searchList`` or ``order.orderDetail`` -> OrderSnapshot."""
-    order_id = _id(raw.get("order_id"))
-    if not order_id:
-        raise PayloadError("shop order without order_id", platform=PLATFORM)
+    order_id = _present(_id(raw.get("order_id")), "shop order without order_id")
     code = _int(raw.get("order_status"), "order_status")
-    status = ORDER_STATUS.get(code)
-    if status is None:
-        raise PayloadError(f"order {order_id}: unknown order_status {code}", platform=PLATFORM)
-    updated_at = from_unix(raw.get("update_time"))
-    if updated_at is None:
-        raise PayloadError(f"order {order_id} has no update_time", platform=PLATFORM)
+    status = _present(ORDER_STATUS.get(code), f"order {order_id}: unknown order_status {code}")
+    updated_at = _present(from_unix(raw.get("update_time")), f"order {order_id} has no update_time")
 
     sku_orders = raw.get("sku_order_list") or []
     shipped = _shipped_by_line(raw) if code == PARTLY_SHIPPED else None
@@ -203,16 +180,11 @@ def refund_from_douyin(item: Mapping[str, Any]) -> RefundSnapshot:
     info = item.get("aftersale_info")
     if not isinstance(info, Mapping):
         raise PayloadError("after-sale item without aftersale_info", platform=PLATFORM)
-    aftersale_id = _id(info.get("aftersale_id"))
-    if not aftersale_id:
-        raise PayloadError("after-sale without aftersale_id", platform=PLATFORM)
+    aftersale_id = _present(_id(info.get("aftersale_id")), "after-sale without aftersale_id")
     order_info = item.get("order_info") or {}
-    order_id = _id(order_info.get("shop_order_id")) or _id(info.get("related_id"))
-    if not order_id:
-        raise PayloadError(f"after-sale {aftersale_id} names no order", platform=PLATFORM)
-    updated_at = from_unix(info.get("update_time"))
-    if updated_at is None:
-        raise PayloadError(f"after-sale {aftersale_id} has no update_time", platform=PLATFORM)
+    order_id = _present(_id(order_info.get("shop_order_id")) or _id(info.get("related_id")),
+                        f"after-sale {aftersale_id} names no order")
+    updated_at = _present(from_unix(info.get("update_time")), f"after-sale {aftersale_id} has no update_time")
 
     aftersale_type = _opt_int(info.get("aftersale_type"), "aftersale_type")
     status = refund_status(_opt_int(info.get("aftersale_status"), "aftersale_status"),

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from adapters.base import OrderNotice, RefundNotice, WebhookDelivery, WebhookIdentity, header
 from adapters.errors import PayloadError, SignatureError
+from adapters.signing import signed_by_any
 
 PLATFORM = "douyin"
 
@@ -41,11 +42,7 @@ def verify(headers: Mapping[str, str], body: bytes, app_key: str, secrets: list[
     if not hmac.compare_digest(app_id.encode(), app_key.encode()):
         raise SignatureError("push app-id is not this store's app_key", platform=PLATFORM)
     given_b = given.strip().lower().encode()
-    matched = False
-    for secret in secrets:
-        # No early exit, so the time taken does not tell which secret of a rotation matched.
-        matched |= hmac.compare_digest(event_sign(app_key, body, secret).encode(), given_b)
-    if not matched:
+    if not signed_by_any(given_b, secrets, lambda secret: event_sign(app_key, body, secret).encode(), skip_empty=False):
         raise SignatureError("event-sign does not match", platform=PLATFORM)
 
 

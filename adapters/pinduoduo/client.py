@@ -6,21 +6,10 @@ Every call is a form POST to ``/api/router`` carrying the common parameters and 
 
 from __future__ import annotations
 
-import json
-import time
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Mapping
 
-import httpx
-
-from adapters.errors import (
-    AdapterError,
-    AuthExpiredError,
-    PayloadError,
-    PermanentError,
-    ThrottledError,
-    TransientError,
-)
-from adapters.http import error_for_response, send, with_retries
+from adapters.errors import AdapterError, PayloadError
+from adapters.gateway import ErrorTable, GatewayClient, read_error
 from adapters.signing import prepare_params, sign_wrapped_md5
 
 PLATFORM = "pinduoduo"
@@ -38,101 +27,42 @@ UNAVAILABLE_CODES = frozenset({52102, 52103})
 TOKEN_EXPIRED_CODE = 10019
 TOKEN_SUB_CODES = frozenset({"access_token_invalid"})  # whalesky's test pairs it with 10019
 
+# lywzx retries only the four throttle/unavailable codes; 10000-39999 (parameters, signature,
+# permissions) and 50000-52003 (business) are explicitly not retryable, as the table's default says.
+ERRORS = ErrorTable(
+    PLATFORM, auth=frozenset({TOKEN_EXPIRED_CODE}), throttled=THROTTLE_CODES, transient=UNAVAILABLE_CODES,
+    throttled_retry_after_s=THROTTLED_RETRY_AFTER_S, transient_retry_after_s=UNAVAILABLE_RETRY_AFTER_S,
+    auth_message="access_token expired or invalid: {message}; re-authorise the shop or refresh its token",
+)
+
 
 def classify_error(error: Mapping[str, Any]) -> AdapterError:
     """Map a PDD ``error_response`` object onto the error tree (china.md 1.8, lywzx's rules)."""
-    try:
-        code = int(error.get("error_code", -1))
-    except (TypeError, ValueError):
-        code = -1
-    sub_code = str(error.get("sub_code") or "")
-    text = " / ".join(str(x) for x in (error.get("error_msg"), error.get("sub_msg")) if x) or "error"
+    code, sub_code, text = read_error(error, "error_code", "error_msg", "sub_msg")
     message = f"{text} (request_id {error.get('request_id')})" if error.get("request_id") else text
-    if code == TOKEN_EXPIRED_CODE or sub_code in TOKEN_SUB_CODES:
-        return AuthExpiredError(
-            f"access_token expired or invalid: {message}; re-authorise the shop or refresh its token",
-            platform=PLATFORM, code=str(code),
-        )
-    if code in THROTTLE_CODES:
-        return ThrottledError(message, platform=PLATFORM, code=str(code), retry_after_s=THROTTLED_RETRY_AFTER_S)
-    if code in UNAVAILABLE_CODES:
-        return TransientError(message, platform=PLATFORM, code=str(code), retry_after_s=UNAVAILABLE_RETRY_AFTER_S)
-    # lywzx retries only the four codes above; 10000-39999 (parameters, signature, permissions) and
-    # 50000-52003 (business) are explicitly not retryable, and we treat unknown codes the same way
-    # rather than hammer the gateway with a call it refused.
-    return PermanentError(message, platform=PLATFORM, code=str(code))
+    return ERRORS.error(code, message, kind="auth" if sub_code in TOKEN_SUB_CODES else None)
 
 
-class PddClient:
-    """One shop's view of the PDD gateway."""
+class PddClient(GatewayClient):
+    """One shop's view of the PDD gateway; ``app_key`` is PDD's client_id."""
 
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        *,
-        client_id: str,
-        client_secret: str,
-        access_token: str | None,
-        base_url: str | None = None,
-        clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], Awaitable[None]] | None = None,
-    ) -> None:
-        self.http = http
-        self.client_id = client_id
-        self._secret = client_secret
-        self._token = access_token
-        self.url = base_url or DEFAULT_BASE_URL
-        self.clock = clock
-        self.sleep = sleep  # tenacity's sleep; tests swap it for a recorder
+    platform = PLATFORM
+    default_url = DEFAULT_BASE_URL
+    classify = staticmethod(classify_error)
 
     def signed_params(self, api_type: str, business: Mapping[str, Any]) -> dict[str, str]:
         """Common + business parameters as strings, with ``sign`` (china.md 1.2)."""
         params = prepare_params({
             **business,
             "type": api_type,
-            "client_id": self.client_id,
-            "access_token": self._token,
+            "client_id": self.app_key,
+            "access_token": self.access_token,
             "timestamp": int(self.clock()),  # unix seconds; must be within 10 min of PDD's clock
             "data_type": "JSON",
             "version": "V1",
         })
-        params["sign"] = sign_wrapped_md5(params, self._secret)
+        params["sign"] = sign_wrapped_md5(params, self.app_secret)
         return params
-
-    async def call(self, api_type: str, business: Mapping[str, Any]) -> dict[str, Any]:
-        """POST one API call (retrying short transient failures) and return the JSON body."""
-
-        async def once() -> dict[str, Any]:
-            # Re-signed on every attempt: the timestamp is part of the sign.
-            request = self.http.build_request("POST", self.url, data=self.signed_params(api_type, business))
-            response = await send(self.http, request, PLATFORM)
-            return self._parse(response)
-
-        return await with_retries(once, sleep=self.sleep)
-
-    @staticmethod
-    def _parse(response: httpx.Response) -> dict[str, Any]:
-        try:
-            body = response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            body = None
-        if isinstance(body, dict) and isinstance(body.get("error_response"), dict):
-            raise classify_error(body["error_response"])
-        http_error = error_for_response(response, PLATFORM)
-        if http_error is not None:
-            raise http_error
-        if not isinstance(body, dict):
-            # A 200 that is not JSON comes from something in front of the gateway, not from PDD.
-            raise TransientError(f"non-JSON answer from the gateway: {response.text[:200]!r}", platform=PLATFORM)
-        return body
-
-    @staticmethod
-    def unwrap(body: Mapping[str, Any], key: str) -> dict[str, Any]:
-        """The ``<name>_response`` object of a successful answer."""
-        inner = body.get(key)
-        if isinstance(inner, dict):
-            return inner
-        raise PayloadError(f"answer has no {key!r}: keys {sorted(body)[:5]}", platform=PLATFORM)
 
     async def order_number_list_increment(self, start: int, end: int, page: int, page_size: int = PAGE_SIZE) -> dict[str, Any]:
         """pdd.order.number.list.increment.get; ref: https://open.pinduoduo.com/application/document/api?id=pdd.order.number.list.increment.get"""

@@ -7,25 +7,24 @@ store setting says otherwise; times are Beijing-time strings or unix seconds.
 from __future__ import annotations
 
 from collections import Counter
+from functools import partial
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, Mapping
 
-from adapters.base import (
-    OrderLineSnapshot,
-    OrderSnapshot,
-    OrderStatus,
-    RefundLineSnapshot,
-    RefundSnapshot,
-    RefundStatus,
-    RestockType,
-)
+from adapters.base import OrderLineSnapshot, OrderSnapshot, OrderStatus, RefundLineSnapshot, RefundSnapshot
+from adapters.base import RefundStatus, RestockType
 from adapters.errors import PayloadError
+from adapters.fields import as_int, ext_id, present
 from adapters.units import from_beijing, from_unix, from_unix_ms, to_minor
 
 PLATFORM = "pinduoduo"
 CURRENCY = "CNY"
 AmountUnit = Literal["yuan", "fen"]
+
+_id = ext_id
+_int = partial(as_int, platform=PLATFORM)
+_present = partial(present, platform=PLATFORM)
 
 _MS_THRESHOLD = 10**11  # a unix time above this is in milliseconds (year 5138 in seconds)
 
@@ -65,20 +64,6 @@ def pdd_money(value: Any, unit: AmountUnit = "yuan") -> int:
     if not fen.is_finite() or fen != fen.to_integral_value():
         raise _err(f"amount {value!r} in fen is not a whole number")
     return int(fen)
-
-
-def _id(value: Any) -> str | None:
-    """A platform id as a string; ``0``, ``""`` and None mean absent."""
-    if value is None or value == "" or value == 0 or value == "0":
-        return None
-    return str(value)
-
-
-def _int(value: Any, field: str) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError) as exc:
-        raise _err(f"{field} is not an integer: {value!r}") from exc
 
 
 def _merchant_sku(raw: Mapping[str, Any]) -> str | None:
@@ -122,12 +107,8 @@ def order_status(order_status: Any, refund_status: Any, confirm_status: Any) -> 
 
 def map_order(raw: Mapping[str, Any]) -> OrderSnapshot:
     """One order from pdd.order.number.list.increment.get or pdd.order.information.get."""
-    order_sn = _id(raw.get("order_sn"))
-    if order_sn is None:
-        raise _err("order without order_sn")
-    updated_at = pdd_time(raw.get("updated_at"))
-    if updated_at is None:
-        raise _err(f"order {order_sn} has no updated_at")
+    order_sn = _present(_id(raw.get("order_sn")), "order without order_sn")
+    updated_at = _present(pdd_time(raw.get("updated_at")), f"order {order_sn} has no updated_at")
     status = order_status(raw.get("order_status"), raw.get("refund_status"), raw.get("confirm_status"))
 
     items = raw.get("item_list") or []
@@ -226,9 +207,7 @@ def map_refund(raw: Mapping[str, Any], *, amount_unit: AmountUnit = "yuan", ship
     order_sn = _id(raw.get("order_sn"))
     if refund_id is None or order_sn is None:
         raise _err("after-sale without id or order_sn")
-    updated_at = pdd_time(raw.get("updated_time"))
-    if updated_at is None:
-        raise _err(f"after-sale {refund_id} has no updated_time")
+    updated_at = _present(pdd_time(raw.get("updated_time")), f"after-sale {refund_id} has no updated_time")
     if raw.get("shipping_status") not in (None, ""):
         shipped = _int(raw["shipping_status"], "shipping_status") == 1
     status = refund_status(raw.get("after_sales_status"))

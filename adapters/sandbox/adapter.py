@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 import re
-
 from datetime import timedelta
 from typing import ClassVar, Mapping
 
 import httpx
 from pydantic import BaseModel
 
-from adapters.base import (
-    AdapterBase,
-    Capability,
-    EmptyCredentials,
-    OrderSnapshot,
-    Page,
-    PushResult,
-    RefundSnapshot,
-    StockLevel,
-    StoreContext,
-    TimeWindow,
-    WebhookDelivery,
-    WebhookIdentity,
-)
+from adapters.base import AdapterBase, Capability, EmptyCredentials, OrderSnapshot, Page, PushResult, RefundSnapshot
+from adapters.base import StockLevel, StoreContext, TimeWindow, WebhookDelivery, WebhookIdentity
 from adapters.errors import AdapterError, PermanentError
 from adapters.sandbox import webhooks
 from adapters.sandbox.client import PAGE_SIZE, INPROC_SCHEME, SandboxClient, client_for
 from adapters.sandbox.mapping import order_from_sandbox, refund_from_sandbox
+from adapters.stock import failed
 
 PLATFORM = "sandbox"
 STOCK_BATCH = 100  # listings per set-stock call
@@ -101,9 +89,7 @@ class SandboxAdapter(AdapterBase):
                 errors = await self.client.set_stock([(self._key(level), level.quantity, level.expected_quantity)
                                                       for level in batch])
             except AdapterError as exc:
-                results.extend(PushResult(external_sku_key=level.external_sku_key, ok=False, error=str(exc),
-                                          error_kind=exc.kind, retry_after_s=getattr(exc, "retry_after_s", None))
-                               for level in batch)
+                results.extend(failed(level, exc) for level in batch)
                 continue
             results.extend(_result(level, error) for level, error in zip(batch, errors))
         return results

@@ -49,12 +49,16 @@ class InProcessClient:
         except SandboxError as exc:
             raise PermanentError(str(exc), platform=PLATFORM) from exc
 
+    def _page(self, page_of: str, updated_min, updated_max, cursor):
+        market = self._market()
+        try:
+            return getattr(market, page_of)(updated_min, updated_max, cursor, self.page_size)
+        except SandboxError as exc:  # an unreadable cursor: retrying it cannot help
+            raise PermanentError(str(exc), platform=PLATFORM) from exc
+
     async def list_orders(self, updated_min, updated_max, cursor):
         """Orders by update time, one page. ref: adapters/sandbox/market.py SandboxMarket.orders_page"""
-        try:
-            return self._market().orders_page(updated_min, updated_max, cursor, self.page_size)
-        except SandboxError as exc:
-            raise PermanentError(str(exc), platform=PLATFORM) from exc
+        return self._page("orders_page", updated_min, updated_max, cursor)
 
     async def get_order(self, order_id):
         """One order. ref: adapters/sandbox/market.py SandboxMarket.get_order"""
@@ -62,10 +66,7 @@ class InProcessClient:
 
     async def list_refunds(self, updated_min, updated_max, cursor):
         """Refunds by update time, one page. ref: adapters/sandbox/market.py SandboxMarket.refunds_page"""
-        try:
-            return self._market().refunds_page(updated_min, updated_max, cursor, self.page_size)
-        except SandboxError as exc:
-            raise PermanentError(str(exc), platform=PLATFORM) from exc
+        return self._page("refunds_page", updated_min, updated_max, cursor)
 
     async def get_refund(self, refund_id):
         """One refund. ref: adapters/sandbox/market.py SandboxMarket.get_refund"""

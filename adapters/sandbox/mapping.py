@@ -4,14 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from adapters.base import (
-    OrderLineSnapshot,
-    OrderSnapshot,
-    OrderStatus,
-    RefundLineSnapshot,
-    RefundSnapshot,
-    RefundStatus,
-)
+from adapters.base import OrderLineSnapshot, OrderSnapshot, OrderStatus, RefundLineSnapshot, RefundSnapshot
+from adapters.base import RefundStatus
 from adapters.errors import PayloadError
 from adapters.units import from_iso
 

@@ -16,7 +16,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from adapters.errors import PayloadError
 from adapters.sandbox.market import DEFAULT_PAGE_SIZE, Delivery, SandboxError, SandboxMarket
+from adapters.units import from_iso
 
 MAX_STOCK_BATCH = 500  # items per POST /stock
 
@@ -31,12 +33,9 @@ def _time(request: Request, name: str) -> datetime:
     if not value:
         raise SandboxError(f"{name} is required")
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise SandboxError(f"{name} is not an ISO 8601 time") from exc
-    if moment.tzinfo is None:
-        raise SandboxError(f"{name} needs an offset")
-    return moment
+        return from_iso(value)
+    except PayloadError as exc:  # unreadable or without an offset: the caller's request is wrong
+        raise SandboxError(f"{name}: {exc.message}") from exc
 
 
 def create_app(market: SandboxMarket) -> Starlette:

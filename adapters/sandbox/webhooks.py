@@ -13,6 +13,7 @@ from adapters.base import WebhookDelivery, WebhookIdentity, header
 from adapters.errors import PayloadError, SignatureError
 from adapters.sandbox.market import EVENT_ID_HEADER, SIGNATURE_HEADER, TOPIC_HEADER
 from adapters.sandbox.mapping import order_from_sandbox, refund_from_sandbox
+from adapters.signing import signed_by_any
 
 PLATFORM = "sandbox"
 
@@ -25,11 +26,8 @@ def verify(headers: Mapping[str, str], body: bytes, secrets: list[str]) -> None:
         given_raw = base64.b64decode(given, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise SignatureError("X-Sandbox-Signature is not base64", platform=PLATFORM) from exc
-    matched = False
-    for secret in secrets:
-        # Constant-time compare without early exit: the header is attacker-controlled.
-        matched |= hmac.compare_digest(hmac.new(secret.encode(), body, hashlib.sha256).digest(), given_raw)
-    if not matched:
+    if not signed_by_any(given_raw, secrets, lambda secret: hmac.new(secret.encode(), body, hashlib.sha256).digest(),
+                         skip_empty=False):
         raise SignatureError("X-Sandbox-Signature does not match", platform=PLATFORM)
 
 

@@ -4,38 +4,26 @@ Stock is keyed by inventory_item_id at one location; a listing without it is res
 
 from __future__ import annotations
 
-import asyncio
-from datetime import timedelta, timezone
-from typing import Any, Awaitable, Callable, Mapping
+from datetime import timezone
+from typing import Any, Mapping
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
 
-from adapters.base import (
-    AdapterBase,
-    Capability,
-    OrderSnapshot,
-    Page,
-    PushResult,
-    RefundSnapshot,
-    StockLevel,
-    StoreContext,
-    TimeWindow,
-    WebhookDelivery,
-    WebhookIdentity,
-)
-from adapters.errors import AdapterError, AuthExpiredError, PermanentError, ThrottledError
+from adapters.base import CredentialsBase, OrderSnapshot, Page, PushResult, RefundSnapshot, StockLevel, StoreContext
+from adapters.base import TimeWindow, WebhookDelivery, WebhookIdentity
+from adapters.errors import PermanentError
+from adapters.rest import RestAdapter
 from adapters.shopify import webhooks
 from adapters.shopify.client import INVENTORY_IDS_PER_CALL, PAGE_LIMIT, ShopifyClient
 from adapters.shopify.mapping import PLATFORM, map_order, map_refund
+from adapters.stock import push_each
 
 DEFAULT_API_VERSION = "2026-07"
 
 
-class ShopifyCredentials(BaseModel):
+class ShopifyCredentials(CredentialsBase):
     """An Admin API access token (custom app or OAuth) and the API version to speak."""
-
-    model_config = ConfigDict(extra="forbid")
 
     access_token: SecretStr = Field(min_length=1)
     api_version: str = Field(default=DEFAULT_API_VERSION, pattern=r"^(\d{4}-(01|04|07|10)|unstable)$")
@@ -46,30 +34,16 @@ def _iso(moment) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
 
 
-class ShopifyAdapter(AdapterBase):
+class ShopifyAdapter(RestAdapter):
     platform = PLATFORM
-    capabilities = frozenset({
-        Capability.ORDERS_PULL, Capability.REFUNDS_PULL, Capability.STOCK_PUSH, Capability.STOCK_READ,
-        Capability.WEBHOOKS,
-    })
-    # orders.json accepts any updated_at range and pages by cursor, so the window only bounds one resync step.
-    max_window = timedelta(days=30)
     Credentials = ShopifyCredentials
+    client: ShopifyClient
 
     def __init__(self, store: StoreContext, http: httpx.AsyncClient) -> None:
         super().__init__(store, http)
-        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # tests swap it for a recorder
-        self._client: ShopifyClient | None = None
         self._inventory_items: dict[str, str] = {}  # variant_id -> inventory_item_id
 
     # -- configuration ---------------------------------------------------------------------------
-
-    @property
-    def creds(self) -> ShopifyCredentials:
-        creds = self.store.credentials
-        if isinstance(creds, ShopifyCredentials):
-            return creds
-        return ShopifyCredentials.model_validate(creds.model_dump() if isinstance(creds, BaseModel) else creds)
 
     def _base_url(self) -> str:
         if self.store.base_url:
@@ -84,15 +58,10 @@ class ShopifyAdapter(AdapterBase):
             shop += ".myshopify.com"  # a bare handle ("qinba-tea") names the same shop
         return f"https://{shop}"
 
-    @property
-    def client(self) -> ShopifyClient:
-        if self._client is None:
-            creds = self.creds
-            self._client = ShopifyClient(
-                self.http, base_url=self._base_url(), api_version=creds.api_version,
-                access_token=creds.access_token.get_secret_value(), sleep=self.sleep,
-            )
-        return self._client
+    def make_client(self) -> ShopifyClient:
+        creds = self.creds
+        return ShopifyClient(self.http, base_url=self._base_url(), api_version=creds.api_version,
+                             access_token=creds.access_token.get_secret_value(), sleep=self.sleep)
 
     # -- webhooks -----------------------------------------------------------------------------------
 
@@ -172,25 +141,12 @@ class ShopifyAdapter(AdapterBase):
         return str(location)
 
     async def push_stock(self, levels: list[StockLevel]) -> list[PushResult]:
-        results: list[PushResult] = []
-        halted: AdapterError | None = None
-        for level in levels:
-            if halted is not None:
-                # A revoked token or a long throttle fails every later call the same way: report it, don't send.
-                results.append(_failed(level, halted))
-                continue
-            try:
-                item = await self._inventory_item(level)
-                # A negative "sellable quantity" means nothing to a buyer; Shopify would show it as oversold.
-                await self.client.set_inventory_level(self._location(level), item, max(0, level.quantity))
-            except (AuthExpiredError, ThrottledError) as exc:
-                halted = exc
-                results.append(_failed(level, exc))
-            except AdapterError as exc:
-                results.append(_failed(level, exc))  # one bad listing does not fail the others
-            else:
-                results.append(PushResult(external_sku_key=level.external_sku_key, ok=True))
-        return results
+        return await push_each(levels, self._push_one)
+
+    async def _push_one(self, level: StockLevel) -> None:
+        item = await self._inventory_item(level)
+        # A negative "sellable quantity" means nothing to a buyer; Shopify would show it as oversold.
+        await self.client.set_inventory_level(self._location(level), item, max(0, level.quantity))
 
     async def fetch_stock(self, keys: list[StockLevel]) -> dict[str, int]:
         wanted: dict[tuple[str, str], list[str]] = {}  # (location, item) -> sku keys
@@ -214,9 +170,3 @@ class ShopifyAdapter(AdapterBase):
                             found[sku_key] = int(lvl["available"])
         return found
 
-
-def _failed(level: StockLevel, exc: AdapterError) -> PushResult:
-    return PushResult(
-        external_sku_key=level.external_sku_key, ok=False, error=str(exc), error_kind=exc.kind,
-        retry_after_s=getattr(exc, "retry_after_s", None),
-    )

@@ -5,14 +5,13 @@ Short 429s/5xx are retried in-call (tier one); longer waits surface as Throttled
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import httpx
 
-from adapters.errors import PayloadError, PermanentError
-from adapters.http import error_for_response, send, with_retries
+from adapters.errors import PermanentError
+from adapters.rest import RestClient, Sleep
 
 log = logging.getLogger("coopsync.adapters.shopify")
 
@@ -31,23 +30,17 @@ def _page_info(response: httpx.Response) -> str | None:
     return httpx.URL(nxt["url"]).params.get("page_info")
 
 
-class ShopifyClient:
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        *,
-        base_url: str,
-        api_version: str,
-        access_token: str,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        self.http = http
-        self.api_root = f"{base_url.rstrip('/')}/admin/api/{api_version}/"
-        self._token = access_token
-        self._sleep = sleep
+class ShopifyClient(RestClient):
+    platform = PLATFORM
+
+    def __init__(self, http: httpx.AsyncClient, *, base_url: str, api_version: str, access_token: str,
+                 sleep: Sleep = asyncio.sleep) -> None:
+        super().__init__(http, f"{base_url.rstrip('/')}/admin/api/{api_version}/",
+                         {"X-Shopify-Access-Token": access_token}, sleep)
         self._bucket: tuple[int, int] | None = None  # (used, size) from the last answer
 
-    def _note_call_limit(self, response: httpx.Response) -> None:
+    def _received(self, response: httpx.Response) -> None:
+        """Every answer, an error too, says how full the call bucket is."""
         value = response.headers.get("X-Shopify-Shop-Api-Call-Limit")
         if not value:
             return
@@ -57,7 +50,7 @@ class ShopifyClient:
             return
         self._bucket = (used, size)
 
-    async def _pace(self) -> None:
+    async def _before_send(self) -> None:
         """Wait before a call when the bucket is nearly full, instead of running into 429s."""
         if self._bucket is None:
             return
@@ -69,35 +62,11 @@ class ShopifyClient:
             await self._sleep(wait_s)
             self._bucket = None  # drained by now; the next answer tells us the new level
 
-    async def _call(
-        self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None,
-        none_on_404: bool = False,
-    ) -> tuple[Any, httpx.Response]:
-        """Send with pacing and in-call retries; ``(None, response)`` for an allowed 404."""
-
-        async def once() -> tuple[Any, httpx.Response]:
-            await self._pace()
-            request = self.http.build_request(
-                method, self.api_root + path, params=params, json=body,
-                headers={"X-Shopify-Access-Token": self._token, "Accept": "application/json"},
-            )
-            response = await send(self.http, request, PLATFORM)
-            self._note_call_limit(response)
-            if none_on_404 and response.status_code == 404:
-                return None, response
-            error = error_for_response(response, PLATFORM)
-            if error is not None:
-                raise error
-            try:
-                data = response.json()
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise PayloadError(f"non-JSON answer from {request.url.path}", platform=PLATFORM) from exc
-            if isinstance(data, dict) and data.get("errors"):
-                # Shopify reports validation failures as {"errors": ...}; a 2xx carrying one is still a failure.
-                raise PermanentError(f"{request.url.path}: {data['errors']}", platform=PLATFORM)
-            return data, response
-
-        return await with_retries(once, sleep=self._sleep)
+    def _checked(self, request: httpx.Request, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("errors"):
+            # Shopify reports validation failures as {"errors": ...}; a 2xx carrying one is still a failure.
+            raise PermanentError(f"{request.url.path}: {data['errors']}", platform=PLATFORM)
+        return data
 
     async def list_orders(self, params: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
         """GET orders.json, one page; returns the orders and the next page_info. ref: https://shopify.dev/docs/api/admin-rest/latest/resources/order#get-orders"""

@@ -5,21 +5,20 @@ No I/O: each function takes one resource's decoded JSON and returns a snapshot o
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import partial
 from typing import Any
 
-from adapters.base import (
-    OrderLineSnapshot,
-    OrderSnapshot,
-    OrderStatus,
-    RefundLineSnapshot,
-    RefundSnapshot,
-    RefundStatus,
-    RestockType,
-)
+from adapters.base import OrderLineSnapshot, OrderSnapshot, OrderStatus, RefundLineSnapshot, RefundSnapshot
+from adapters.base import RefundStatus, RestockType
 from adapters.errors import PayloadError
+from adapters.fields import ext_id, present, required
 from adapters.units import from_iso, to_minor
 
 PLATFORM = "shopify"
+
+_id = partial(ext_id, allow_zero=True)  # Shopify ids are never 0, so a 0 is passed on, not dropped
+_require = partial(required, platform=PLATFORM, name="Shopify")
+_present = partial(present, platform=PLATFORM)
 
 # financial_status -> canonical status when the order is neither cancelled nor fulfilled.
 # "authorized" counts as paid: the buyer's payment is secured (captured later, often at shipping), so the
@@ -51,21 +50,8 @@ _RESTOCK: dict[str, RestockType] = {
 _SHIPPED_FULFILLMENT = {"success"}
 
 
-def _id(value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    return str(value)
-
-
 def _time(payload: dict[str, Any], key: str) -> Any:
     return from_iso(payload.get(key))
-
-
-def _require(payload: dict[str, Any], key: str, what: str) -> Any:
-    value = payload.get(key)
-    if value is None or value == "":
-        raise PayloadError(f"Shopify {what} has no {key!r}", platform=PLATFORM)
-    return value
 
 
 def _money_sum(amounts: list[Any], currency: str) -> int:
@@ -151,9 +137,8 @@ def map_refund(refund: dict[str, Any], order_currency: str | None = None) -> Ref
         adjustments = _money_sum([a.get("amount") for a in refund.get("order_adjustments") or []], currency)
         amount_minor = max(0, lines_total - adjustments)
     created_at = _time(refund, "created_at")
-    updated_at = _time(refund, "processed_at") or created_at
-    if updated_at is None:
-        raise PayloadError(f"Shopify refund {refund_id} has neither processed_at nor created_at", platform=PLATFORM)
+    updated_at = _present(_time(refund, "processed_at") or created_at,
+                          f"Shopify refund {refund_id} has neither processed_at nor created_at")
     return RefundSnapshot(
         platform=PLATFORM,
         external_id=refund_id,
@@ -231,9 +216,7 @@ def map_order(order: dict[str, Any]) -> OrderSnapshot:
     # `currency` is the shop currency every plain money field is written in; presentment_currency is only
     # what the buyer saw (the *_set.presentment_money twins). An EUR shop's order therefore stays EUR.
     currency = _require(order, "currency", f"order {order_id}")
-    updated_at = _time(order, "updated_at")
-    if updated_at is None:
-        raise PayloadError(f"Shopify order {order_id} has no updated_at", platform=PLATFORM)
+    updated_at = _present(_time(order, "updated_at"), f"Shopify order {order_id} has no updated_at")
     status = map_order_status(order)
     # Per-line shipped quantities only where Shopify fulfilled part of the order; otherwise lines follow it.
     shipped = _shipped_per_line(order) if order.get("fulfillment_status") == "partial" else None

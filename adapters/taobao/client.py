@@ -6,22 +6,11 @@ Form POST to ``/router/rest`` with the common parameters and an md5 / hmac / hma
 
 from __future__ import annotations
 
-import json
 import re
-from datetime import datetime
-from typing import Any, Awaitable, Callable, Literal, Mapping
+from typing import Any, Literal, Mapping
 
-import httpx
-
-from adapters.errors import (
-    AdapterError,
-    AuthExpiredError,
-    PayloadError,
-    PermanentError,
-    ThrottledError,
-    TransientError,
-)
-from adapters.http import error_for_response, send, with_retries
+from adapters.errors import AdapterError, PermanentError
+from adapters.gateway import ErrorTable, GatewayClient, read_error
 from adapters.signing import hmac_hex, prepare_params, sorted_concat, wrapped_md5
 from adapters.units import to_beijing_str, utcnow
 
@@ -36,6 +25,15 @@ SIGN_METHODS: tuple[str, ...] = ("md5", "hmac", "hmac-sha256")
 THROTTLED_DEFAULT_RETRY_AFTER_S = 1.0  # seconds, when code 7 does not say how long the ban lasts
 _BAN_SECONDS = re.compile(r"ban will last for (\d+) more seconds", re.IGNORECASE)
 _THROTTLE_SUB_CODES = ("accesscontrol.limited-by-",)  # zsea/node-top retries these
+
+# 27 Invalid Session (expired/revoked token) and 26 Missing Session both need the seller to authorise
+# the app again. 25 Invalid Signature, 31 Invalid Timestamp (clock drift > 10 min), 11/12 permissions
+# and 50 business errors fail the same way on a retry: the table's permanent default.
+ERRORS = ErrorTable(
+    PLATFORM, auth=frozenset({26, 27}), throttled=frozenset({7}),
+    throttled_retry_after_s=THROTTLED_DEFAULT_RETRY_AFTER_S,
+    auth_message="{message}; re-authorise the shop and update its session",
+)
 
 TRADE_FIELDS = ",".join([
     "tid", "tid_str", "status", "type", "payment", "total_fee", "post_fee", "discount_fee", "adjust_fee",
@@ -67,115 +65,61 @@ def top_sign(params: Mapping[str, Any], secret: str, sign_method: str) -> str:
 
 def classify_error(error: Mapping[str, Any]) -> AdapterError:
     """Map a TOP ``error_response`` onto the error tree (china.md 2.8)."""
-    try:
-        code = int(error.get("code", -1))
-    except (TypeError, ValueError):
-        code = -1
-    sub_code = str(error.get("sub_code") or "")
-    text = " / ".join(str(x) for x in (error.get("msg"), error.get("sub_code"), error.get("sub_msg")) if x) or "error"
+    code, sub_code, text = read_error(error, "code", "msg", "sub_code", "sub_msg")
     if code == 7 or sub_code.startswith(_THROTTLE_SUB_CODES):
         match = _BAN_SECONDS.search(f"{error.get('msg') or ''} {error.get('sub_msg') or ''}")
-        wait = float(match.group(1)) if match else THROTTLED_DEFAULT_RETRY_AFTER_S
-        return ThrottledError(text, platform=PLATFORM, code=str(code), retry_after_s=wait)
-    if code in (26, 27):
-        # 27 Invalid Session (expired/revoked token); 26 Missing Session: both need the seller to
-        # authorise the app again.
-        return AuthExpiredError(f"{text}; re-authorise the shop and update its session",
-                                platform=PLATFORM, code=str(code))
+        return ERRORS.error(code, text, kind="throttled", retry_after_s=float(match.group(1)) if match else None)
     if code == 15:
         # "Remote service error": isp.* sub_codes are the platform's own failures and pass
         # (zsea/node-top retries them); isv.* sub_codes and isp.invalid-parameters are our request.
-        if sub_code.startswith("isv.") or sub_code == "isp.invalid-parameters":
-            return PermanentError(text, platform=PLATFORM, code=str(code))
-        return TransientError(text, platform=PLATFORM, code=str(code))
-    # 25 Invalid Signature, 31 Invalid Timestamp (clock drift > 10 min), 11/12 permissions,
-    # 50 business errors: the same call fails the same way.
-    return PermanentError(text, platform=PLATFORM, code=str(code))
+        ours = sub_code.startswith("isv.") or sub_code == "isp.invalid-parameters"
+        return ERRORS.error(code, text, kind="permanent" if ours else "transient")
+    return ERRORS.error(code, text)
 
 
-class TopClient:
-    """One shop's view of the TOP gateway."""
+class TopClient(GatewayClient):
+    """One shop's view of the TOP gateway; ``access_token`` is the seller's session."""
 
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        *,
-        app_key: str,
-        app_secret: str,
-        session: str | None,
-        sign_method: str = "md5",
-        base_url: str | None = None,
-        clock: Callable[[], datetime] = utcnow,
-        sleep: Callable[[float], Awaitable[None]] | None = None,
-    ) -> None:
+    platform = PLATFORM
+    default_url = DEFAULT_BASE_URL
+    default_clock = staticmethod(utcnow)
+    classify = staticmethod(classify_error)
+
+    def __init__(self, *args: Any, sign_method: str = "md5", **kwargs: Any) -> None:
         if sign_method not in SIGN_METHODS:
             raise PermanentError(f"sign_method must be one of {SIGN_METHODS}, not {sign_method!r}", platform=PLATFORM)
-        self.http = http
-        self.app_key = app_key
-        self._secret = app_secret
-        self._session = session
+        super().__init__(*args, **kwargs)
         self.sign_method = sign_method
-        self.url = base_url or DEFAULT_BASE_URL
-        self.clock = clock
-        self.sleep = sleep
 
     def signed_params(self, method: str, business: Mapping[str, Any]) -> dict[str, str]:
         params = prepare_params({
             **business,
             "method": method,
             "app_key": self.app_key,
-            "session": self._session,
+            "session": self.access_token,
             "timestamp": to_beijing_str(self.clock()),  # GMT+8, within 10 min of TOP's clock
             "format": "json",
             "v": "2.0",
             "sign_method": self.sign_method,
         })
-        params["sign"] = top_sign(params, self._secret, self.sign_method)
+        params["sign"] = top_sign(params, self.app_secret, self.sign_method)
         return params
 
-    async def call(self, method: str, business: Mapping[str, Any]) -> dict[str, Any]:
-        """POST one API call (retrying short transient failures) and return the JSON body."""
-
-        async def once() -> dict[str, Any]:
-            request = self.http.build_request("POST", self.url, data=self.signed_params(method, business))
-            response = await send(self.http, request, PLATFORM)
-            return self._parse(response)
-
-        return await with_retries(once, sleep=self.sleep)
-
-    @staticmethod
-    def _parse(response: httpx.Response) -> dict[str, Any]:
-        try:
-            body = response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            body = None
-        if isinstance(body, dict) and isinstance(body.get("error_response"), dict):
-            raise classify_error(body["error_response"])
-        http_error = error_for_response(response, PLATFORM)
-        if http_error is not None:
-            raise http_error
-        if not isinstance(body, dict):
-            raise TransientError(f"non-JSON answer from the gateway: {response.text[:200]!r}", platform=PLATFORM)
-        return body
-
-    @staticmethod
-    def unwrap(body: Mapping[str, Any], key: str) -> dict[str, Any]:
-        inner = body.get(key)
-        if isinstance(inner, dict):
-            return inner
-        raise PayloadError(f"answer has no {key!r}: keys {sorted(body)[:5]}", platform=PLATFORM)
-
-    async def trades_sold_increment_get(self, start: str, end: str, page_no: int, page_size: int = PAGE_SIZE) -> dict[str, Any]:
-        """taobao.trades.sold.increment.get; ref: https://open.taobao.com/api.htm?docId=128&docType=2"""
-        body = await self.call("taobao.trades.sold.increment.get", {
-            "fields": TRADE_FIELDS,
+    async def _increment_get(self, method: str, fields: str, start: str, end: str, page_no: int,
+                             page_size: int) -> dict[str, Any]:
+        body = await self.call(method, {
+            "fields": fields,
             "start_modified": start,
             "end_modified": end,
             "page_no": page_no,
             "page_size": page_size,
             "use_has_next": False,  # keeps total_results, which backward paging needs
         })
-        return self.unwrap(body, "trades_sold_increment_get_response")
+        return self.unwrap(body, method.removeprefix("taobao.").replace(".", "_") + "_response")
+
+    async def trades_sold_increment_get(self, start: str, end: str, page_no: int, page_size: int = PAGE_SIZE) -> dict[str, Any]:
+        """taobao.trades.sold.increment.get; ref: https://open.taobao.com/api.htm?docId=128&docType=2"""
+        return await self._increment_get("taobao.trades.sold.increment.get", TRADE_FIELDS, start, end, page_no, page_size)
 
     async def trade_fullinfo_get(self, tid: str) -> dict[str, Any]:
         """taobao.trade.fullinfo.get; ref: https://open.taobao.com/api.htm?docId=54&docType=2"""
@@ -184,15 +128,7 @@ class TopClient:
 
     async def refunds_receive_get(self, start: str, end: str, page_no: int, page_size: int = PAGE_SIZE) -> dict[str, Any]:
         """taobao.refunds.receive.get; ref: https://open.taobao.com/api.htm?docId=52&docType=2"""
-        body = await self.call("taobao.refunds.receive.get", {
-            "fields": REFUND_FIELDS,
-            "start_modified": start,
-            "end_modified": end,
-            "page_no": page_no,
-            "page_size": page_size,
-            "use_has_next": False,
-        })
-        return self.unwrap(body, "refunds_receive_get_response")
+        return await self._increment_get("taobao.refunds.receive.get", REFUND_FIELDS, start, end, page_no, page_size)
 
     async def refund_get(self, refund_id: str) -> dict[str, Any]:
         """taobao.refund.get; ref: https://open.taobao.com/api.htm?docId=53&docType=2"""

@@ -6,39 +6,25 @@ Fields, units (yuan strings) and status tables: shared/platforms/china.md 2.3-2.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Mapping
 
-from adapters.base import (
-    OrderLineSnapshot,
-    OrderSnapshot,
-    OrderStatus,
-    RefundLineSnapshot,
-    RefundSnapshot,
-    RefundStatus,
-    RestockType,
-)
+from adapters.base import OrderLineSnapshot, OrderSnapshot, OrderStatus, RefundLineSnapshot, RefundSnapshot
+from adapters.base import RefundStatus, RestockType
 from adapters.errors import PayloadError
+from adapters.fields import as_int, ext_id, present
 from adapters.units import from_beijing, to_minor
 
 PLATFORM = "taobao"
 CURRENCY = "CNY"
 
+_id = ext_id
+_int = partial(as_int, platform=PLATFORM)
+_present = partial(present, platform=PLATFORM)
+
 
 def _err(message: str) -> PayloadError:
     return PayloadError(message, platform=PLATFORM)
-
-
-def _id(value: Any) -> str | None:
-    if value is None or value == "" or value == 0 or value == "0":
-        return None
-    return str(value)
-
-
-def _int(value: Any, field: str) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError) as exc:
-        raise _err(f"{field} is not an integer: {value!r}") from exc
 
 
 def _money(value: Any) -> int:
@@ -93,12 +79,9 @@ def trade_status(status: Any) -> OrderStatus:
 
 def map_trade(raw: Mapping[str, Any]) -> OrderSnapshot:
     """One trade from taobao.trades.sold.increment.get or taobao.trade.fullinfo.get."""
-    tid = _id(raw.get("tid_str")) or _id(raw.get("tid"))  # tid_str: int64 safe everywhere
-    if tid is None:
-        raise _err("trade without tid")
-    updated_at = from_beijing(raw.get("modified"))
-    if updated_at is None:
-        raise _err(f"trade {tid} has no modified time")
+    # tid_str: int64 safe everywhere
+    tid = _present(_id(raw.get("tid_str")) or _id(raw.get("tid")), "trade without tid")
+    updated_at = _present(from_beijing(raw.get("modified")), f"trade {tid} has no modified time")
     status = trade_status(raw.get("status"))
     per_line = str(raw.get("status")) == "SELLER_CONSIGNED_PART"
 
@@ -195,9 +178,7 @@ def map_refund(raw: Mapping[str, Any]) -> RefundSnapshot:
     tid = _id(raw.get("tid"))
     if refund_id is None or tid is None:
         raise _err("refund without refund_id or tid")
-    updated_at = from_beijing(raw.get("modified"))
-    if updated_at is None:
-        raise _err(f"refund {refund_id} has no modified time")
+    updated_at = _present(from_beijing(raw.get("modified")), f"refund {refund_id} has no modified time")
     amount = _money(raw.get("refund_fee"))
     num = raw.get("num")
     # A refund names its sub-order (oid) and item, not the sku id: the sku key is the item id only

@@ -4,28 +4,17 @@ The site URL is a store setting (settings.base_url, required); credentials are a
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from datetime import timedelta, timezone
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Mapping
 
-import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
 
-from adapters.base import (
-    AdapterBase,
-    Capability,
-    OrderSnapshot,
-    Page,
-    PushResult,
-    RefundSnapshot,
-    StockLevel,
-    StoreContext,
-    TimeWindow,
-    WebhookDelivery,
-    WebhookIdentity,
-)
-from adapters.errors import AdapterError, AuthExpiredError, PermanentError, ThrottledError, TransientError
+from adapters.base import CredentialsBase, OrderSnapshot, Page, PushResult, RefundSnapshot, StockLevel, TimeWindow
+from adapters.base import WebhookDelivery, WebhookIdentity
+from adapters.errors import AdapterError, PermanentError, TransientError
+from adapters.rest import RestAdapter
+from adapters.stock import Halt, failed, push_result
 from adapters.woocommerce import webhooks
 from adapters.woocommerce.client import BATCH_LIMIT, PER_PAGE, WooClient
 from adapters.woocommerce.mapping import PLATFORM, map_order, map_refund
@@ -37,10 +26,8 @@ REFUND_ORDER_FIELDS = "id,currency,status,date_completed_gmt,refunds"
 BOUNDARY_OVERLAP = timedelta(seconds=1)
 
 
-class WooCommerceCredentials(BaseModel):
+class WooCommerceCredentials(CredentialsBase):
     """A WooCommerce REST API key pair (WooCommerce > Settings > Advanced > REST API), read/write."""
-
-    model_config = ConfigDict(extra="forbid")
 
     consumer_key: SecretStr = Field(min_length=1)
     consumer_secret: SecretStr = Field(min_length=1)
@@ -60,29 +47,12 @@ def _page_from_cursor(cursor: str | None) -> int:
     return int(number)
 
 
-class WooCommerceAdapter(AdapterBase):
+class WooCommerceAdapter(RestAdapter):
     platform = PLATFORM
-    capabilities = frozenset({
-        Capability.ORDERS_PULL, Capability.REFUNDS_PULL, Capability.STOCK_PUSH, Capability.STOCK_READ,
-        Capability.WEBHOOKS,
-    })
-    # The list API takes any modified_after/before range; the window only bounds one resync step.
-    max_window = timedelta(days=30)
     Credentials = WooCommerceCredentials
-
-    def __init__(self, store: StoreContext, http: httpx.AsyncClient) -> None:
-        super().__init__(store, http)
-        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # tests swap it for a recorder
-        self._client: WooClient | None = None
+    client: WooClient
 
     # -- configuration ---------------------------------------------------------------------------
-
-    @property
-    def creds(self) -> WooCommerceCredentials:
-        creds = self.store.credentials
-        if isinstance(creds, WooCommerceCredentials):
-            return creds
-        return WooCommerceCredentials.model_validate(creds.model_dump() if isinstance(creds, BaseModel) else creds)
 
     def _base_url(self) -> str:
         base = self.store.base_url
@@ -98,14 +68,10 @@ class WooCommerceAdapter(AdapterBase):
                 platform=PLATFORM)
         return base
 
-    @property
-    def client(self) -> WooClient:
-        if self._client is None:
-            creds = self.creds
-            self._client = WooClient(
-                self.http, base_url=self._base_url(), consumer_key=creds.consumer_key.get_secret_value(),
-                consumer_secret=creds.consumer_secret.get_secret_value(), sleep=self.sleep)
-        return self._client
+    def make_client(self) -> WooClient:
+        creds = self.creds
+        return WooClient(self.http, base_url=self._base_url(), consumer_key=creds.consumer_key.get_secret_value(),
+                         consumer_secret=creds.consumer_secret.get_secret_value(), sleep=self.sleep)
 
     @property
     def _status_overrides(self) -> Mapping[str, str] | None:
@@ -186,7 +152,7 @@ class WooCommerceAdapter(AdapterBase):
         for index, level in enumerate(levels):
             product_id, variation_id = _ids(level)
             if variation_id and not product_id:
-                results[index] = _failed(level, PermanentError(
+                results[index] = failed(level, PermanentError(
                     f"variation {variation_id} needs its parent product_id in listing_ref", platform=PLATFORM))
             elif variation_id:
                 variations[product_id].append((index, variation_id))
@@ -198,24 +164,13 @@ class WooCommerceAdapter(AdapterBase):
         for parent, members in variations.items():
             groups += [(parent, members[i:i + BATCH_LIMIT]) for i in range(0, len(members), BATCH_LIMIT)]
 
-        halted: AdapterError | None = None
+        halt: Halt[list[AdapterError | None]] = Halt()
         for parent, members in groups:
-            if halted is not None:
-                # A revoked key or a long throttle fails every later call the same way: report, don't send.
-                for index, _ in members:
-                    results[index] = _failed(levels[index], halted)
-                continue
-            try:
-                outcomes = await self._push_group(parent, members, levels)
-            except (AuthExpiredError, ThrottledError) as exc:
-                halted = exc
-                outcomes = [exc] * len(members)
-            except AdapterError as exc:
-                outcomes = [exc] * len(members)  # this call failed; the other groups still go out
-            for (index, _), outcome in zip(members, outcomes):
-                level = levels[index]
-                results[index] = (PushResult(external_sku_key=level.external_sku_key, ok=True)
-                                  if outcome is None else _failed(level, outcome))
+            # One failed call fails its whole group; the other groups still go out unless it halted.
+            outcome = await halt.attempt(lambda: self._push_group(parent, members, levels))
+            outcomes = [outcome] * len(members) if isinstance(outcome, AdapterError) else outcome
+            for (index, _), result in zip(members, outcomes):
+                results[index] = push_result(levels[index], result)
         return [results[i] for i in range(len(levels))]
 
     async def _push_group(self, parent: str | None, members: list[tuple[int, str]],
@@ -290,9 +245,3 @@ def _batch_error(item: dict[str, Any] | None) -> AdapterError | None:
     cls = TransientError if int(status) >= 500 else PermanentError
     return cls(f"{error.get('message') or 'update failed'}", platform=PLATFORM, code=error.get("code"))
 
-
-def _failed(level: StockLevel, exc: AdapterError) -> PushResult:
-    return PushResult(
-        external_sku_key=level.external_sku_key, ok=False, error=str(exc), error_kind=exc.kind,
-        retry_after_s=getattr(exc, "retry_after_s", None),
-    )

@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import httpx
 
-from adapters.errors import PayloadError, PermanentError
-from adapters.http import error_for_response, send, with_retries
+from adapters.errors import AdapterError, PayloadError, PermanentError
+from adapters.rest import RestClient, Sleep
 
 PLATFORM = "woocommerce"
 PER_PAGE = 100  # Woo's maximum page size
@@ -27,57 +27,33 @@ def _woo_code(response: httpx.Response) -> str | None:
     return data.get("code") if isinstance(data, dict) else None
 
 
-class WooClient:
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        *,
-        base_url: str,
-        consumer_key: str,
-        consumer_secret: str,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        self.http = http
-        self.api_root = f"{base_url.rstrip('/')}/wp-json/wc/v3/"
+class WooClient(RestClient):
+    platform = PLATFORM
+
+    def __init__(self, http: httpx.AsyncClient, *, base_url: str, consumer_key: str, consumer_secret: str,
+                 sleep: Sleep = asyncio.sleep) -> None:
         token = base64.b64encode(f"{consumer_key}:{consumer_secret}".encode()).decode("ascii")
-        self._auth = f"Basic {token}"
-        self._sleep = sleep
+        super().__init__(http, f"{base_url.rstrip('/')}/wp-json/wc/v3/", {"Authorization": f"Basic {token}"}, sleep)
 
-    async def _call(
-        self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None,
-        none_on_404: bool = False,
-    ) -> tuple[Any, httpx.Response]:
-        """Send with in-call retries; ``(None, response)`` when a 404 says the resource id is unknown."""
+    def _missing(self, request: httpx.Request, response: httpx.Response, none_on_404: bool) -> bool:
+        if response.status_code != 404:
+            return False
+        code = _woo_code(response) or ""
+        # Only "woocommerce_rest_*_invalid_id" means "no such order/refund". rest_no_route means the
+        # base URL is wrong or WooCommerce is off, and must not read as a deleted order.
+        if none_on_404 and code.endswith("invalid_id"):
+            return True
+        if code == "rest_no_route" or not code:
+            raise PermanentError(
+                f"no WooCommerce REST route at {request.url}: check settings.base_url (the WordPress "
+                "site root) and that WooCommerce is active with pretty permalinks", platform=PLATFORM,
+                code="rest_no_route")
+        return False
 
-        async def once() -> tuple[Any, httpx.Response]:
-            request = self.http.build_request(
-                method, self.api_root + path, params=params, json=body,
-                headers={"Authorization": self._auth, "Accept": "application/json"},
-            )
-            response = await send(self.http, request, PLATFORM)
-            if response.status_code == 404:
-                code = _woo_code(response) or ""
-                # Only "woocommerce_rest_*_invalid_id" means "no such order/refund". rest_no_route means the
-                # base URL is wrong or WooCommerce is off, and must not read as a deleted order.
-                if none_on_404 and code.endswith("invalid_id"):
-                    return None, response
-                if code == "rest_no_route" or not code:
-                    raise PermanentError(
-                        f"no WooCommerce REST route at {request.url}: check settings.base_url (the WordPress "
-                        "site root) and that WooCommerce is active with pretty permalinks", platform=PLATFORM,
-                        code="rest_no_route")
-            error = error_for_response(response, PLATFORM)
-            if error is not None:
-                if response.status_code == 403:
-                    error.message += " (the REST key needs read/write permission)"
-                raise error
-            try:
-                return response.json(), response
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                # A 200 HTML page: a security plug-in, a maintenance page or the wrong base URL.
-                raise PayloadError(f"non-JSON answer from {request.url.path}", platform=PLATFORM) from exc
-
-        return await with_retries(once, sleep=self._sleep)
+    def _refused(self, error: AdapterError, response: httpx.Response) -> AdapterError:
+        if response.status_code == 403:
+            error.message += " (the REST key needs read/write permission)"
+        return error
 
     async def list_orders(self, params: dict[str, Any]) -> tuple[list[dict[str, Any]], int | None]:
         """GET orders, one page; returns the orders and X-WP-TotalPages. ref: https://woocommerce.github.io/woocommerce-rest-api-docs/#list-all-orders"""

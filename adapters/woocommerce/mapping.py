@@ -5,22 +5,19 @@ Money is 2-decimal strings except line ``price`` (a JSON number); only the ``*_g
 from __future__ import annotations
 
 import html
+from functools import partial
 from typing import Any, Mapping
 
-from adapters.base import (
-    OrderLineSnapshot,
-    OrderSnapshot,
-    OrderStatus,
-    RefundLineSnapshot,
-    RefundNotice,
-    RefundSnapshot,
-    RefundStatus,
-    RestockType,
-)
+from adapters.base import OrderLineSnapshot, OrderSnapshot, OrderStatus, RefundLineSnapshot, RefundNotice
+from adapters.base import RefundSnapshot, RefundStatus, RestockType
 from adapters.errors import PayloadError
+from adapters.fields import ext_id, required
 from adapters.units import from_naive_utc, to_minor
 
 PLATFORM = "woocommerce"
+
+_id = ext_id  # variation_id 0 means "no variation"
+_require = partial(required, platform=PLATFORM, name="WooCommerce")
 
 # Woo order status -> canonical status. Choices:
 # - on-hold is "awaiting payment" (e.g. a bank transfer not yet received): unpaid, so pending.
@@ -45,19 +42,6 @@ STATUS_MAP: dict[str, OrderStatus] = {
     "refunded": OrderStatus.CANCELLED,
     "trash": OrderStatus.CANCELLED,
 }
-
-
-def _id(value: Any) -> str | None:
-    if value in (None, "", 0, "0"):
-        return None
-    return str(value)
-
-
-def _require(payload: Mapping[str, Any], key: str, what: str) -> Any:
-    value = payload.get(key)
-    if value is None or value == "":
-        raise PayloadError(f"WooCommerce {what} has no {key!r}", platform=PLATFORM)
-    return value
 
 
 def sku_key(item: Mapping[str, Any]) -> str | None:
