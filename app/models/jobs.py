@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import Index, text
 from sqlmodel import Field, SQLModel
 
-from app.models.base import id_field, json_field, time_field
+from app.models.base import fk_field, id_field, json_field, time_field
 
 
 class Job(SQLModel, table=True):
@@ -46,7 +46,7 @@ class Resync(SQLModel, table=True):
     __tablename__ = "resync"
 
     id: int | None = id_field()
-    store_id: int = Field(foreign_key="store.id", index=True)
+    store_id: int = fk_field("store.id")
     resource: str = Field(max_length=16)  # orders, refunds, inventory
     since: datetime | None = time_field()
     until: datetime | None = time_field()

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlmodel import Field, SQLModel
 
-from app.models.base import id_field, json_field, money_field, time_field
+from app.models.base import IdType, fk_field, id_field, json_field, money_field, time_field
 
 
 class Settlement(SQLModel, table=True):
@@ -36,9 +36,9 @@ class SettlementLine(SQLModel, table=True):
     id: int | None = id_field()
     settlement_id: str = Field(foreign_key="settlement.id", max_length=36, index=True)
     kind: str = Field(max_length=16)  # order, late_refund
-    order_id: int | None = Field(default=None, foreign_key="sales_order.id", index=True)
-    refund_id: int | None = Field(default=None, foreign_key="refund.id", unique=True)
-    store_id: int = Field(foreign_key="store.id")
+    order_id: int | None = fk_field("sales_order.id", nullable=True)
+    refund_id: int | None = Field(default=None, foreign_key="refund.id", unique=True, sa_type=IdType)
+    store_id: int = fk_field("store.id", index=False)
     external_id: str = Field(max_length=128)
     gross_minor: int = money_field()
     refunds_minor: int = money_field()
