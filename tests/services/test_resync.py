@@ -8,7 +8,7 @@ import httpx
 import respx
 from sqlalchemy import func, select
 
-from app.models import Order, Store, SyncCursor
+from app.models import Order, Resync, Store, SyncCursor
 from app.workers.schedule import Scheduler
 from tests.helpers import ADMIN, create_store
 from tests.shops import make_jobs_due, stock_of
@@ -259,3 +259,19 @@ async def test_an_inventory_resync_never_runs_beside_the_stores_push_job(shop, c
     await runner._record(push, Done())
     await runner.run_until_idle()
     assert (await _get(client, job["id"]))["status"] == "succeeded"
+
+
+async def test_a_store_with_an_id_past_int32_can_be_resynced(db):
+    """Store ids are bigint; a resync (and a settlement line) naming one must hold it too."""
+    from datetime import datetime, timezone
+
+    from app.services.pull import create_resync
+
+    big = 2**40
+    async with db.transaction() as session:
+        session.add(Store(id=big, platform="sandbox", name="big", credentials={}, settings={}))
+    async with db.transaction() as session:
+        resync = await create_resync(session, big, "orders", datetime(2026, 11, 1, tzinfo=timezone.utc),
+                                     datetime(2026, 11, 2, tzinfo=timezone.utc))
+    async with db.read() as session:
+        assert (await session.get(Resync, resync.id)).store_id == big
