@@ -1,13 +1,17 @@
-"""Pure ASGI middleware: request ids, metrics, and the request body size limit."""
+"""Pure ASGI middleware: request ids, metrics, the request body size limit, and the one answer
+(and one log line) for an unexpected error."""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 
 from app.errors import problem_body
 from app.logging import request_id_var
 from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
+
+log = logging.getLogger("coopsync.errors")
 
 
 class BodyTooLarge(Exception):
@@ -56,10 +60,24 @@ class RequestContextMiddleware:
                     message["headers"] = list(message["headers"]) + [(b"x-request-id", rid.encode())]
                 await send(message)
 
+            if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
+                # A chunked body is read whole first: past the limit it is a 413 here, not a 400
+                # from whichever parser inside happened to be reading it.
+                try:
+                    limited_receive = await self._buffered(limited_receive)
+                except BodyTooLarge:
+                    await self._too_large(send, rid, status_holder)
+                    return
             try:
                 await self.app(scope, limited_receive, send_with_id)
             except BodyTooLarge:
                 await self._too_large(send, rid, status_holder)
+            except Exception:
+                # Answered and logged here, once: left to propagate, the server would log it again
+                # and drop the client's keep-alive connection.
+                log.exception("unhandled error", extra={"path": scope.get("path")})
+                if not status_holder.get("started"):
+                    await self._unexpected(send, rid, status_holder)
         finally:
             route = scope.get("coopsync_route") or getattr(scope.get("route"), "path", None) or "unmatched"
             elapsed = time.perf_counter() - started
@@ -75,6 +93,26 @@ class RequestContextMiddleware:
             children[1].observe(elapsed)
             request_id_var.reset(token)
 
+    @staticmethod
+    async def _buffered(receive):
+        """Read the whole body now (``receive`` enforces the limit) and hand it on in one message."""
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return receive if not chunks else _replay(b"".join(chunks), receive)
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        return _replay(b"".join(chunks), receive)
+
+    async def _unexpected(self, send, rid: str, status_holder: dict) -> None:
+        status_holder["status"] = 500
+        body = problem_body(500, "an unexpected error occurred; it was logged")
+        await send({"type": "http.response.start", "status": 500, "headers": [
+            (b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", rid.encode())]})
+        await send({"type": "http.response.body", "body": body})
+
     async def _too_large(self, send, rid: str, status_holder: dict) -> None:
         status_holder["status"] = 413
         body = problem_body(413, f"the request body is larger than {self.max_body_bytes} bytes")
@@ -82,3 +120,16 @@ class RequestContextMiddleware:
             (b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode()),
             (b"x-request-id", rid.encode()), (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
+
+
+def _replay(body: bytes, receive):
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body: the disconnect, when it comes
+
+    return replay

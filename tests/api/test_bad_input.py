@@ -70,3 +70,45 @@ async def test_extra_fields_are_refused(client, db):
                           headers=ADMIN)
     assert_problem(r, 422)
     assert await ledger_state(db, "TEA-X") == (0, 0, 0)
+
+
+async def test_a_chunked_body_over_the_limit_is_413_and_writes_nothing(client, db):
+    await create_sku(client, "TEA-C")
+    before = await ledger_state(db, "TEA-C")
+
+    async def chunks():
+        for _ in range(40):
+            yield b" " * 32 * 1024  # 1.25 MiB in all, with no Content-Length
+
+    r = await client.post("/v1/stock/receipts", content=chunks(),
+                          headers={**ADMIN, "Content-Type": "application/json"})
+    assert_problem(r, 413)
+    assert await ledger_state(db, "TEA-C") == before
+
+
+async def test_a_chunked_body_under_the_limit_is_read_whole(client, db):
+    await create_sku(client, "TEA-K")
+
+    async def chunks():
+        yield b'{"sku": "TEA-K", '
+        yield b'"quantity": 3, "member_id": "m-01"}'
+
+    r = await client.post("/v1/stock/receipts", content=chunks(),
+                          headers={**ADMIN, "Content-Type": "application/json"})
+    assert r.status_code == 201, r.text
+
+
+async def test_an_unexpected_error_is_one_problem_answer_and_one_log_line(client, monkeypatch, caplog):
+    from app.db import Database
+
+    await create_sku(client, "TEA-E")
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Database, "read", broken)
+    with caplog.at_level("ERROR"):
+        r = await client.get("/v1/stock/TEA-E", headers=ADMIN)
+    assert_problem(r, 500)
+    assert "a bug" not in r.text and r.headers.get("x-request-id")
+    assert len([rec for rec in caplog.records if rec.exc_info]) == 1
