@@ -112,3 +112,12 @@ async def test_an_unexpected_error_is_one_problem_answer_and_one_log_line(client
     assert_problem(r, 500)
     assert "a bug" not in r.text and r.headers.get("x-request-id")
     assert len([rec for rec in caplog.records if rec.exc_info]) == 1
+
+
+async def test_a_nul_character_is_never_a_server_error(client, db, engine_name):
+    r = await client.post("/v1/skus", json={"sku": "TEA-NUL", "name": "tea\u0000leaf"}, headers=ADMIN)
+    assert r.status_code in ((422,) if engine_name == "postgresql" else (201, 422)), r.text
+    r = await client.get("/v1/stock/TEA%00X", headers=ADMIN)
+    assert r.status_code in (404, 422), r.text
+    r = await client.get("/v1/orders", params={"status": "paid\u0000"}, headers=ADMIN)
+    assert r.status_code in (200, 422), r.text
