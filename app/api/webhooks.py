@@ -21,6 +21,7 @@ from adapters.errors import SignatureError
 from app.errors import problem_body
 from app.metrics import WEBHOOK_SIGNATURE_FAILURES, WEBHOOKS
 from app.models import Store
+from app.models.base import utcnow
 from app.services.platforms import UnknownPlatform, adapter_class, make_adapter, registry
 from app.services.intake import PendingRow, dedupe_key_for, kept_headers
 
@@ -72,8 +73,7 @@ async def _store_entry(state, store_id: int):
         adapter = make_adapter(store)
     except UnknownPlatform:
         return None
-    secrets = [s for s in (store.webhook_secret, store.webhook_secret_previous) if s]
-    entry = (now + STORE_CACHE_TTL_S, store.platform, secrets, adapter)
+    entry = (now + STORE_CACHE_TTL_S, store.platform, store.webhook_secrets(utcnow()), adapter)
     cache[store_id] = entry
     return entry
 

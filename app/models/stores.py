@@ -25,6 +25,8 @@ class StoreSettings(BaseModel):
     # Seconds each poll window reaches back over the last one; None: the service's default.
     poll_overlap_s: Annotated[float, Setting(ge=0, le=86_400)] | None = None
     fee_rate_bp: Annotated[int, Setting(ge=0, le=10_000)] = 0  # platform fee when the order has none, basis points
+    # Seconds a rotated-out webhook secret still verifies, so deliveries in flight are not refused.
+    webhook_secret_grace_s: Annotated[int, Setting(ge=0, le=86_400 * 30)] = 86_400
     # Read by one adapter each: Shopify's inventory location, WooCommerce's own order statuses,
     # Taobao's signing method, the unit of Pinduoduo refund amounts, the sandbox's page size.
     location_id: Annotated[str, Setting(max_length=64)] | int | None = None
@@ -53,6 +55,7 @@ class Store(SQLModel, table=True):
     webhook_secret: str | None = Field(default=None, max_length=512)
     # Kept after a rotation so deliveries signed with the old secret still pass for a while.
     webhook_secret_previous: str | None = Field(default=None, max_length=512)
+    webhook_secret_rotated_at: datetime | None = time_field()  # the previous secret's grace starts here
     credentials: dict = json_field()
     settings: dict = json_field()
     auth_status: str = Field(default="ok", max_length=32)  # ok, expired
@@ -65,6 +68,15 @@ class Store(SQLModel, table=True):
     @property
     def options(self) -> StoreSettings:
         return StoreSettings.of(self.settings)
+
+    def webhook_secrets(self, now: datetime) -> list[str]:
+        """The secrets a delivery may be signed with now: the current one, and the previous one
+        while its grace period lasts."""
+        secrets = [self.webhook_secret] if self.webhook_secret else []
+        if self.webhook_secret_previous and self.webhook_secret_rotated_at is not None and (
+                (now - self.webhook_secret_rotated_at).total_seconds() < self.options.webhook_secret_grace_s):
+            secrets.append(self.webhook_secret_previous)
+        return secrets
 
 
 class Listing(SQLModel, table=True):

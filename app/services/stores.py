@@ -53,6 +53,7 @@ async def update_store(session: AsyncSession, store_id: int, *, name: str | None
     if webhook_secret is not None and webhook_secret != store.webhook_secret:
         store.webhook_secret_previous = store.webhook_secret
         store.webhook_secret = webhook_secret
+        store.webhook_secret_rotated_at = utcnow()
     if credentials is not None:
         store.credentials = checked_credentials(store.platform, credentials)
         store.auth_status, store.auth_error = "ok", None

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from app.models import InboxItem, Job, Order, StockMovement
+from app.models import InboxItem, Job, Order, StockMovement, Store
 from tests.helpers import ADMIN, count_rows, create_sku, create_store, receive
 from tests.shops import SECRET, make_jobs_due, shopify_headers, stock_of
 
@@ -176,6 +176,26 @@ async def test_webhook_secret_rotation_accepts_old_and_new(shop, client):
     shop.market.sell("tea-250", 1)
     [delivery] = shop.market.take_deliveries()
     assert (await client.post(shop.url, content=delivery.body, headers=delivery.headers)).status_code == 401
+
+
+async def test_the_old_webhook_secret_stops_working_after_its_grace_period(shop, client, db, app):
+    from datetime import timedelta
+
+    r = await client.patch(f"/v1/stores/{shop.store['id']}", headers=ADMIN,
+                           json={"webhook_secret": "new-secret", "settings": {"webhook_secret_grace_s": 3600}})
+    assert r.status_code == 200
+    shop.market.sell("tea-250", 1)  # still signed with the old secret: inside the grace period
+    assert await shop.deliver() == ["accepted"]
+    async with db.transaction() as session:  # two hours later
+        store = await session.get(Store, shop.store["id"])
+        store.webhook_secret_rotated_at -= timedelta(hours=2)
+    app.state.store_cache.clear()  # what the cache's few seconds would do
+    shop.market.sell("tea-250", 1)
+    [delivery] = shop.market.take_deliveries()
+    assert (await client.post(shop.url, content=delivery.body, headers=delivery.headers)).status_code == 401
+    shop.market.webhook_secret = "new-secret"
+    shop.market.sell("tea-250", 1)
+    assert await shop.deliver() == ["accepted"]
 
 
 async def test_eur_order_stays_eur_with_integer_cents(client, db, runner):
