@@ -9,7 +9,9 @@ from fastapi import APIRouter, Query, Request
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.deps import DbDep, Operator, OrdersRead
+from app.api.deps import DbDep, Operator
+from app.api.schemas import (DeliveryAttemptPublic, DividendDeliveryDetail, DividendDeliveryPublic, Page,
+                             SettlementPublic, SettlementRunPublic)
 from app.domain.settlement import SettlementConflict
 from app.services.dividends import requeue_delivery
 from app.services.settlement import run_settlement
@@ -23,25 +25,6 @@ Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 DELIVERY_STATUSES = ("pending", "delivered", "dead")
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-def statement_out(statement: Settlement) -> dict:
-    # The frozen body exactly as sent, plus the live delivery state (which is not part of what is sent).
-    return {**statement.body, "run_id": statement.run_id,
-            "delivery": {"status": statement.delivery_status, "attempts": statement.delivery_attempts,
-                         "delivered_at": _iso(statement.delivered_at)}}
-
-
-def attempt_out(row: DeliveryAttempt | None) -> dict | None:
-    if row is None:
-        return None
-    return {"attempt_no": row.attempt_no, "started_at": _iso(row.started_at), "duration_ms": row.duration_ms,
-            "status_code": row.status_code, "outcome": row.outcome, "error_kind": row.error_kind,
-            "response_excerpt": row.response_excerpt}
-
-
 async def _last_attempts(session: AsyncSession, ids: list[str]) -> dict[str, DeliveryAttempt]:
     if not ids:
         return {}
@@ -50,13 +33,6 @@ async def _last_attempts(session: AsyncSession, ids: list[str]) -> dict[str, Del
     rows = (await session.execute(select(DeliveryAttempt).join(newest, and_(
         DeliveryAttempt.settlement_id == newest.c.settlement_id, DeliveryAttempt.attempt_no == newest.c.n)))).scalars()
     return {r.settlement_id: r for r in rows}
-
-
-def delivery_out(statement: Settlement, last: DeliveryAttempt | None) -> dict:
-    return {"id": statement.id, "settlement_id": statement.id, "idempotency_key": statement.id,
-            "currency": statement.currency, "net_minor": statement.net_minor, "status": statement.delivery_status,
-            "attempts": statement.delivery_attempts, "created_at": _iso(statement.created_at),
-            "delivered_at": _iso(statement.delivered_at), "last_attempt": attempt_out(last)}
 
 
 def _keyset(stmt, after: dict | None, *, newest_first: bool):
@@ -81,7 +57,9 @@ def _cursor_of(statement: Settlement) -> dict:
     return {"t": statement.created_at.isoformat(), "id": statement.id}
 
 
-@router.post("/settlements/run")
+# A statement's frozen body is answered as sent: keys it lacks (an order line's refund ids) stay out.
+@router.post("/settlements/run", response_model=SettlementRunPublic, response_model_exclude_unset=True,
+             responses={201: {"model": SettlementRunPublic, "description": "The statements this run wrote"}})
 async def run_now(request: Request, db: DbDep, principal: Operator):
     """Settle what is due now: 201 with the statements written, 200 with an empty list if none."""
     settings = request.app.state.settings
@@ -91,15 +69,16 @@ async def run_now(request: Request, db: DbDep, principal: Operator):
             created = await run_settlement(session, settings)
         except SettlementConflict as exc:
             raise Problem(409, f"{exc}; run again to settle the rest") from None
-        items = [statement_out(s) for s in created]
-        return (201 if items else 200), {"run_id": created[0].run_id if created else None, "items": items}
+        answer = SettlementRunPublic(run_id=created[0].run_id if created else None,
+                                     items=[SettlementPublic.of(s) for s in created])
+        return (201 if created else 200), answer.model_dump(mode="json", exclude_unset=True)
 
     return await run_idempotent(request, db, principal, work)
 
 
-@router.get("/settlements")
-async def list_settlements(db: DbDep, _: OrdersRead, limit: Limit = 100, cursor: str | None = None,
-                           currency: str | None = None, delivery_status: str | None = None):
+@router.get("/settlements", response_model_exclude_unset=True)
+async def list_settlements(db: DbDep, _: Operator, limit: Limit = 100, cursor: str | None = None,
+                           currency: str | None = None, delivery_status: str | None = None) -> Page[SettlementPublic]:
     stmt = _keyset(select(Settlement), decode_cursor(cursor), newest_first=True).limit(limit + 1)
     if currency:
         stmt = stmt.where(Settlement.currency == currency.upper())
@@ -107,21 +86,21 @@ async def list_settlements(db: DbDep, _: OrdersRead, limit: Limit = 100, cursor:
         stmt = stmt.where(Settlement.delivery_status == delivery_status)
     async with db.read() as session:
         rows, next_cursor = page(list((await session.execute(stmt)).scalars().all()), limit, _cursor_of)
-    return {"items": [statement_out(s) for s in rows], "next_cursor": next_cursor}
+    return Page[SettlementPublic](items=[SettlementPublic.of(s) for s in rows], next_cursor=next_cursor)
 
 
-@router.get("/settlements/{settlement_id}")
-async def get_settlement(settlement_id: str, db: DbDep, _: OrdersRead):
+@router.get("/settlements/{settlement_id}", response_model_exclude_unset=True)
+async def get_settlement(settlement_id: str, db: DbDep, _: Operator) -> SettlementPublic:
     async with db.read() as session:
         statement = await session.get(Settlement, settlement_id)
     if statement is None:
         raise Problem(404, f"no settlement {settlement_id}")
-    return statement_out(statement)
+    return SettlementPublic.of(statement)
 
 
 @router.get("/dividend-deliveries")
 async def list_deliveries(db: DbDep, _: Operator, status: str | None = None, limit: Limit = 100,
-                          cursor: str | None = None):
+                          cursor: str | None = None) -> Page[DividendDeliveryPublic]:
     if status is not None and status not in DELIVERY_STATUSES:
         raise Problem(400, f"status must be one of {', '.join(DELIVERY_STATUSES)}")
     # Oldest first: the delivery waiting longest is the one an operator looks at first.
@@ -131,26 +110,26 @@ async def list_deliveries(db: DbDep, _: Operator, status: str | None = None, lim
     async with db.read() as session:
         rows, next_cursor = page(list((await session.execute(stmt)).scalars().all()), limit, _cursor_of)
         last = await _last_attempts(session, [s.id for s in rows])
-    return {"items": [delivery_out(s, last.get(s.id)) for s in rows], "next_cursor": next_cursor}
+    items = [DividendDeliveryPublic.of(s, last.get(s.id)) for s in rows]
+    return Page[DividendDeliveryPublic](items=items, next_cursor=next_cursor)
 
 
 @router.get("/dividend-deliveries/{settlement_id}")
-async def get_delivery(settlement_id: str, db: DbDep, _: Operator):
+async def get_delivery(settlement_id: str, db: DbDep, _: Operator) -> DividendDeliveryDetail:
     async with db.read() as session:
         statement = await session.get(Settlement, settlement_id)
         if statement is None:
             raise Problem(404, f"no dividend delivery {settlement_id}")
         attempts = (await session.execute(select(DeliveryAttempt).where(
             DeliveryAttempt.settlement_id == settlement_id).order_by(DeliveryAttempt.attempt_no))).scalars().all()
-    out = delivery_out(statement, attempts[-1] if attempts else None)
-    out["attempt_history"] = [attempt_out(a) for a in attempts]
-    return out
+    return DividendDeliveryDetail.of(statement, attempts[-1] if attempts else None,
+                                     attempt_history=[DeliveryAttemptPublic.model_validate(a) for a in attempts])
 
 
 @router.post("/dividend-deliveries/{settlement_id}/retry", status_code=202)
-async def retry_delivery(settlement_id: str, request: Request, db: DbDep, _: Operator):
+async def retry_delivery(settlement_id: str, request: Request, db: DbDep, _: Operator) -> DividendDeliveryPublic:
     """Re-queue a delivery (dead, or pending whose job died) with the same key and a fresh budget."""
     async with db.transaction() as session:
         statement = await requeue_delivery(session, settlement_id, request.app.state.settings)
         last = (await _last_attempts(session, [settlement_id])).get(settlement_id)
-        return delivery_out(statement, last)
+        return DividendDeliveryPublic.of(statement, last)

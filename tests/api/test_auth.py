@@ -67,3 +67,18 @@ def test_token_cli_refuses_unknown_scope():
                          env={**os.environ, "COOPSYNC_DATABASE_URL": "sqlite+aiosqlite:///:memory:"})
     assert out.returncode != 0
     assert "unknown scopes" in (out.stderr + out.stdout)
+
+
+async def test_member_payouts_need_the_operator_scope(client, db):
+    from app.security import new_token
+
+    tokens = {}
+    async with db.transaction() as session:
+        for scopes in ("orders:read", "operator"):
+            tokens[scopes] = new_token()
+            session.add(ApiToken(name=scopes, token_hash=hash_token(tokens[scopes]), scopes=scopes))
+    for path in ("/v1/settlements", "/v1/settlements/00000000-0000-0000-0000-000000000000"):
+        reader = await client.get(path, headers={"Authorization": f"Bearer {tokens['orders:read']}"})
+        assert reader.status_code == 403, path
+        operator = await client.get(path, headers={"Authorization": f"Bearer {tokens['operator']}"})
+        assert operator.status_code in (200, 404), path

@@ -1,0 +1,593 @@
+"""Bodies of the /v1 routes: what a client sends (``*Create``, ``*Update``) and what it is answered
+(``*Public``, lists as ``Page[...]``), so that the OpenAPI document describes both."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Generic, Iterable, Literal, Self, TypeVar
+
+from pydantic import (AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, StrictInt, StrictStr,
+                      WithJsonSchema)
+
+from app.models import (DeliveryAttempt, InboxItem, Listing, Order, OrderLine, Refund, RefundLine, Resync, Settlement,
+                        Sku, StockMovement, Store, StoreSettings)
+
+T = TypeVar("T")
+
+
+def _isoformat(value: datetime) -> str:
+    return value.isoformat()
+
+
+# Written by isoformat() rather than pydantic, which says "Z" where the answers always said "+00:00".
+Timestamp = Annotated[datetime, PlainSerializer(_isoformat, return_type=str, when_used="json"),
+                      WithJsonSchema({"type": "string", "format": "date-time"})]
+
+SkuCode = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")]
+
+
+class _RequestBody(BaseModel):
+    # A misspelt field is refused (422), never silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+class _PublicModel(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list; ``next_cursor`` is null on the last page."""
+
+    items: list[T]
+    next_cursor: str | None
+
+
+# -- stock ---------------------------------------------------------------------------------------
+
+
+class SkuCreate(_RequestBody):
+    sku: SkuCode
+    name: Annotated[StrictStr, Field(min_length=1, max_length=255)]
+
+
+class SkuPublic(_PublicModel):
+    sku: str
+    name: str
+    created_at: Timestamp
+
+
+class ReceiptCreate(_RequestBody):
+    sku: SkuCode
+    quantity: Annotated[StrictInt, Field(gt=0, le=10_000_000)]
+    member_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    lot_ref: Annotated[StrictStr, Field(max_length=128)] | None = None
+
+
+class AdjustmentCreate(_RequestBody):
+    sku: SkuCode
+    delta: Annotated[StrictInt, Field(ge=-10_000_000, le=10_000_000)]
+    reason: Annotated[StrictStr, Field(min_length=1, max_length=500)]
+
+
+class AllocationPolicy(_RequestBody):
+    """``shared``: every shop is offered the whole available quantity (less its safety stock).
+    ``shares``: available is split by weight per store id, each part optionally capped."""
+
+    mode: Literal["shared", "shares"] = "shared"
+    shares: dict[str, Annotated[StrictInt, Field(ge=0)]] = Field(default_factory=dict)
+    caps: dict[str, Annotated[StrictInt, Field(ge=0)]] = Field(default_factory=dict)
+
+
+class AllocationPublic(_PublicModel):
+    """A sku's stored share policy (see ``AllocationPolicy``)."""
+
+    # Kept whole even if a later version stores more than these keys.
+    model_config = ConfigDict(extra="allow")
+
+    mode: str
+    shares: dict[str, int]
+    caps: dict[str, int]
+
+
+class StockListingPublic(_PublicModel):
+    """What one shop was last told of a sku."""
+
+    store_id: int
+    external_sku_key: str
+    pushed_quantity: int | None
+    pushed_at: Timestamp | None
+    push_error: str | None
+
+
+class StockPublic(_PublicModel):
+    sku: str
+    name: str
+    on_hand: int
+    reserved: int
+    available: int = Field(description="on_hand less reserved")
+    updated_at: Timestamp
+    allocation: AllocationPublic | None = Field(description="null: shared, every shop is offered all that is available")
+    listings: list[StockListingPublic]
+
+    @classmethod
+    def of(cls, sku: Sku, listings: Iterable[Listing]) -> StockPublic:
+        return cls.model_validate({
+            "sku": sku.sku, "name": sku.name, "on_hand": sku.on_hand, "reserved": sku.reserved,
+            "available": sku.on_hand - sku.reserved, "updated_at": sku.updated_at, "allocation": sku.allocation,
+            "listings": list(listings)})
+
+
+class MovementPublic(_PublicModel):
+    """One ledger entry of a sku."""
+
+    id: int
+    sku: str
+    kind: str
+    on_hand_delta: int
+    reserved_delta: int
+    on_hand_after: int
+    reserved_after: int
+    cause_key: str
+    member_id: str | None
+    lot_id: int | None
+    order_line_id: int | None
+    reason: str | None
+    created_at: Timestamp
+
+    @classmethod
+    def of(cls, movement: StockMovement, sku_code: str) -> MovementPublic:
+        return cls.model_validate({
+            "id": movement.id, "sku": sku_code, "kind": movement.kind, "on_hand_delta": movement.on_hand_delta,
+            "reserved_delta": movement.reserved_delta, "on_hand_after": movement.on_hand_after,
+            "reserved_after": movement.reserved_after, "cause_key": movement.cause_key,
+            "member_id": movement.member_id, "lot_id": movement.lot_id, "order_line_id": movement.order_line_id,
+            "reason": movement.reason, "created_at": movement.created_at})
+
+
+class ReceiptPublic(_PublicModel):
+    """A member delivery: its movement and lot, and the sku's balances after it."""
+
+    movement: MovementPublic
+    lot_id: int | None
+    sku: str
+    on_hand: int
+    reserved: int
+    available: int
+
+
+class AdjustmentPublic(_PublicModel):
+    """A stocktake or correction: its movement and the sku's balances after it."""
+
+    movement: MovementPublic
+    sku: str
+    on_hand: int
+    reserved: int
+    available: int
+
+
+# -- stores and listings -------------------------------------------------------------------------
+
+
+class StoreCreate(_RequestBody):
+    platform: Annotated[StrictStr, Field(min_length=1, max_length=32)]
+    name: Annotated[StrictStr, Field(min_length=1, max_length=255)]
+    external_shop_id: Annotated[StrictStr, Field(max_length=255)] | None = None
+    webhook_secret: Annotated[StrictStr, Field(max_length=512)] | None = None
+    credentials: dict[str, Any] = Field(default_factory=dict)
+    settings: StoreSettings = Field(default_factory=StoreSettings)
+
+
+class StoreUpdate(_RequestBody):
+    name: Annotated[StrictStr, Field(min_length=1, max_length=255)] | None = None
+    external_shop_id: Annotated[StrictStr, Field(max_length=255)] | None = None
+    webhook_secret: Annotated[StrictStr, Field(max_length=512)] | None = None
+    credentials: dict[str, Any] | None = None
+    settings: dict[str, Any] | None = None  # merged over the stored settings, then checked whole
+
+
+class StorePublic(_PublicModel):
+    """A shop; its credentials and webhook secrets are never part of it."""
+
+    id: int
+    platform: str
+    name: str
+    external_shop_id: str | None
+    settings: dict[str, Any] = Field(description="the settings as stored: options never set are left out")
+    webhook_url: str
+    has_webhook_secret: bool
+    auth_status: str
+    auth_error: str | None
+    last_webhook_at: Timestamp | None
+    last_poll_at: Timestamp | None
+    created_at: Timestamp
+    updated_at: Timestamp
+
+    @classmethod
+    def of(cls, store: Store, webhook_url: str) -> StorePublic:
+        return cls.model_validate({
+            "id": store.id, "platform": store.platform, "name": store.name,
+            "external_shop_id": store.external_shop_id, "settings": store.settings, "webhook_url": webhook_url,
+            "has_webhook_secret": bool(store.webhook_secret), "auth_status": store.auth_status,
+            "auth_error": store.auth_error, "last_webhook_at": store.last_webhook_at,
+            "last_poll_at": store.last_poll_at, "created_at": store.created_at, "updated_at": store.updated_at})
+
+
+class ListingBinding(_RequestBody):
+    external_sku_key: Annotated[StrictStr, Field(min_length=1, max_length=255)]
+    sku: Annotated[StrictStr, Field(max_length=64)] | None  # None unbinds
+    listing_ref: dict[str, str] | None = None
+
+
+class ListingPublic(_PublicModel):
+    """A shop's sellable item and the cooperative sku it is bound to (null: not bound)."""
+
+    id: int
+    store_id: int
+    external_sku_key: str
+    merchant_sku: str | None
+    sku: str | None
+    bound_by: str | None
+    listing_ref: dict[str, Any]
+    pushed_quantity: int | None
+    pushed_at: Timestamp | None
+    push_error: str | None
+    platform_quantity: int | None
+
+    @classmethod
+    def of(cls, listing: Listing, sku_code: str | None, **more: Any) -> Self:
+        return cls.model_validate({
+            "id": listing.id, "store_id": listing.store_id, "external_sku_key": listing.external_sku_key,
+            "merchant_sku": listing.merchant_sku, "sku": sku_code, "bound_by": listing.bound_by,
+            "listing_ref": listing.listing_ref, "pushed_quantity": listing.pushed_quantity,
+            "pushed_at": listing.pushed_at, "push_error": listing.push_error,
+            "platform_quantity": listing.platform_quantity, **more})
+
+
+class ListingBoundPublic(ListingPublic):
+    lines_bound: int = Field(description="order lines that were waiting on this binding and took effect now")
+
+
+# -- orders, refunds and the inbox ---------------------------------------------------------------
+
+
+class OrderLinePublic(_PublicModel):
+    """One line; ``reserved``, ``shipped``, ``restocked`` and ``oversold`` count the units each stock
+    effect has covered so far."""
+
+    id: int
+    sku: str | None = Field(description="null: the shop's sku key is not bound to a cooperative sku")
+    merchant_sku: str | None
+    external_sku_key: str | None
+    external_line_id: str
+    title: str | None
+    quantity: int
+    unit_price_minor: int
+    discount_minor: int
+    total_minor: int
+    reserved: int
+    shipped: int
+    restocked: int
+    oversold: int
+
+    @classmethod
+    def of(cls, line: OrderLine, sku_code: str | None) -> OrderLinePublic:
+        return cls.model_validate({
+            "id": line.id, "sku": sku_code, "merchant_sku": line.merchant_sku,
+            "external_sku_key": line.external_sku_key, "external_line_id": line.external_line_id,
+            "title": line.title, "quantity": line.quantity, "unit_price_minor": line.unit_price_minor,
+            "discount_minor": line.discount_minor, "total_minor": line.total_minor, "reserved": line.reserved_qty,
+            "shipped": line.shipped_qty, "restocked": line.restocked_qty, "oversold": line.oversold_qty})
+
+
+class OrderRefundPublic(_PublicModel):
+    """A refund of an order, in brief (``GET /v1/refunds`` has it whole)."""
+
+    id: int
+    external_id: str
+    status: str
+    amount_minor: int
+
+
+class OrderPublic(_PublicModel):
+    id: int
+    store_id: int
+    platform: str
+    external_id: str
+    status: str
+    currency: str
+    total_minor: int
+    refunded_minor: int
+    platform_fee_minor: int | None
+    lines: list[OrderLinePublic]
+    refunds: list[OrderRefundPublic]
+    created_at: Timestamp = Field(description="when the buyer placed it (when it reached us, if the shop won't say)")
+    paid_at: Timestamp | None
+    shipped_at: Timestamp | None
+    delivered_at: Timestamp | None
+    cancelled_at: Timestamp | None
+    updated_at: Timestamp = Field(description="the shop's own last change")
+    settlement_id: str | None
+    oversold: bool
+    unbound: bool
+    seen_via: str
+
+    @classmethod
+    def of(cls, order: Order, lines: list[OrderLinePublic], refunds: Iterable[Refund]) -> OrderPublic:
+        return cls.model_validate({
+            "id": order.id, "store_id": order.store_id, "platform": order.platform,
+            "external_id": order.external_id, "status": order.status, "currency": order.currency,
+            "total_minor": order.total_minor, "refunded_minor": order.refunded_minor,
+            "platform_fee_minor": order.platform_fee_minor, "lines": lines, "refunds": list(refunds),
+            "created_at": order.placed_at or order.created_at, "paid_at": order.paid_at,
+            "shipped_at": order.shipped_at, "delivered_at": order.delivered_at,
+            "cancelled_at": order.cancelled_at, "updated_at": order.platform_updated_at,
+            "settlement_id": order.settlement_id, "oversold": order.oversold, "unbound": order.has_unbound,
+            "seen_via": order.seen_via})
+
+
+class RefundLinePublic(_PublicModel):
+    sku: str | None
+    quantity: int
+    restock: bool = Field(description="whether the goods come back to stock")
+    restock_type: str = Field(description="cancel, return or no_restock")
+    amount_minor: int
+    external_line_id: str | None
+
+    @classmethod
+    def of(cls, line: RefundLine, sku_code: str | None) -> RefundLinePublic:
+        return cls.model_validate({
+            "sku": sku_code, "quantity": line.quantity, "restock": line.restock != "no_restock",
+            "restock_type": line.restock, "amount_minor": line.amount_minor,
+            "external_line_id": line.external_line_id})
+
+
+class RefundPublic(_PublicModel):
+    id: int
+    store_id: int
+    order_id: int | None = Field(description="null: its order has not arrived yet")
+    order_external_id: str
+    external_id: str
+    status: str
+    currency: str
+    amount_minor: int
+    lines: list[RefundLinePublic]
+    updated_at: Timestamp
+    settlement_id: str | None
+
+    @classmethod
+    def of(cls, refund: Refund, lines: list[RefundLinePublic]) -> RefundPublic:
+        return cls.model_validate({
+            "id": refund.id, "store_id": refund.store_id, "order_id": refund.order_id,
+            "order_external_id": refund.order_external_id, "external_id": refund.external_id,
+            "status": refund.status, "currency": refund.currency, "amount_minor": refund.amount_minor,
+            "lines": lines, "updated_at": refund.platform_updated_at, "settlement_id": refund.settlement_id})
+
+
+class InboxItemPublic(_PublicModel):
+    """A webhook delivery as stored; its body is not echoed, only its size."""
+
+    id: int
+    store_id: int
+    platform: str
+    topic: str | None
+    dedupe_key: str
+    status: str
+    attempts: int
+    error: str | None
+    received_at: Timestamp
+    processed_at: Timestamp | None
+    size: int = Field(description="bytes of the delivery's body")
+
+    @classmethod
+    def of(cls, item: InboxItem) -> InboxItemPublic:
+        return cls.model_validate({
+            "id": item.id, "store_id": item.store_id, "platform": item.platform, "topic": item.topic,
+            "dedupe_key": item.dedupe_key, "status": item.status, "attempts": item.attempts, "error": item.error,
+            "received_at": item.received_at, "processed_at": item.processed_at, "size": len(item.body or b"")})
+
+
+# -- resyncs and reconciliation ------------------------------------------------------------------
+
+
+class ResyncCreate(_RequestBody):
+    store_id: int
+    resource: Literal["orders", "refunds", "inventory"]
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+
+
+class ResyncProgress(_PublicModel):
+    pages: int
+    fetched: int
+    created: int
+    updated: int
+    unchanged: int
+    failed: int
+    windows: int | None = Field(description="time windows the platform's list API needs for the span")
+    window: int | None = Field(description="index of the window being fetched")
+
+
+class PushResultPublic(_PublicModel):
+    """What an inventory resync pushed to one listing."""
+
+    # Answered only where the push got as far as the listing; a push refused whole names no listing.
+    listing_id: int | None = None
+    external_sku_key: str
+    quantity: int
+    ok: bool
+    error: str | None
+
+
+# Routes answer it with unset fields excluded: a ``results`` entry may have no ``listing_id``.
+class ResyncPublic(_PublicModel):
+    """A resync job and its progress."""
+
+    id: int
+    store_id: int
+    resource: str
+    since: Timestamp | None
+    until: Timestamp | None
+    status: str = Field(description="queued, running, succeeded, failed or cancelled")
+    progress: ResyncProgress
+    results: list[PushResultPublic] = Field(description="inventory: one result per listing pushed")
+    error: str | None
+    created_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+
+    @classmethod
+    def of(cls, resync: Resync) -> ResyncPublic:
+        position = resync.position or {}
+        return cls.model_validate({
+            "id": resync.id, "store_id": resync.store_id, "resource": resync.resource, "since": resync.since,
+            "until": resync.until, "status": resync.status,
+            "progress": {"pages": resync.pages, "fetched": resync.fetched, "created": resync.created,
+                         "updated": resync.updated, "unchanged": resync.unchanged, "failed": resync.failed,
+                         "windows": position.get("windows"), "window": position.get("window")},
+            "results": resync.results or [], "error": resync.error, "created_at": resync.created_at,
+            "started_at": resync.started_at, "finished_at": resync.finished_at})
+
+
+class StatusDifference(_PublicModel):
+    external_id: str
+    platform_status: str
+    status: str = Field(description="the status coopsync holds")
+
+
+class ListingStockComparison(_PublicModel):
+    external_sku_key: str
+    pushed_quantity: int | None
+    wanted_quantity: int
+    platform_quantity: int | None = Field(description="null: the platform did not report this listing")
+    matches: bool
+
+
+class ReconciliationResync(_PublicModel):
+    """The body of ``POST /v1/resyncs`` that would take the missing orders in."""
+
+    store_id: int
+    resource: str
+    since: Timestamp
+    until: Timestamp
+
+
+class ReconciliationReport(_PublicModel):
+    """What the platform lists in a window against what coopsync holds, orders and stock."""
+
+    store_id: int
+    since: Timestamp
+    until: Timestamp
+    platform_orders: int = Field(description="orders the platform lists in the window")
+    missing_here: list[str] = Field(description="external ids the platform lists and coopsync does not hold")
+    status_differs: list[StatusDifference]
+    stock: list[ListingStockComparison] = Field(description="empty when the platform cannot report stock")
+    truncated: bool = Field(description="the page limit was reached before the end of the window")
+    resync: ReconciliationResync
+    in_sync: bool
+
+
+# -- settlements and dividend deliveries ---------------------------------------------------------
+
+
+class StatementLine(_PublicModel):
+    """An order settled in a statement, or a late refund taken off it (negative net)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    order_id: int
+    store_id: int
+    external_id: str
+    kind: str
+    gross_minor: int
+    refunds_minor: int
+    platform_fees_minor: int
+    net_minor: int
+    # Only a late refund's line has these; an order's line leaves them out (unset, not null).
+    refund_id: int | None = None
+    refund_external_id: str | None = None
+
+
+class MemberSharePublic(_PublicModel):
+    member_id: str = Field(description='"cooperative" for stock no member supplied')
+    net_minor: int
+
+
+class StatementDelivery(_PublicModel):
+    status: str = Field(description="pending, delivered or dead")
+    attempts: int
+    delivered_at: Timestamp | None
+
+
+# Routes answer it with unset fields excluded, so that the frozen body comes out exactly as it was sent.
+class SettlementPublic(_PublicModel):
+    """A statement: its body exactly as sent to the dividend endpoint, then ``run_id`` and the live
+    ``delivery`` state (which is not part of what is sent)."""
+
+    # A body frozen by another version may hold keys this one does not name: they are answered as sent.
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    currency: str
+    gross_minor: int
+    refunds_minor: int
+    platform_fees_minor: int
+    net_minor: int
+    orders: list[StatementLine]
+    member_shares: list[MemberSharePublic]
+    # The frozen text, not a datetime: re-serialising it could only make it differ from what was sent.
+    created_at: str = Field(json_schema_extra={"format": "date-time"})
+    run_id: str
+    delivery: StatementDelivery
+
+    @classmethod
+    def of(cls, statement: Settlement) -> SettlementPublic:
+        return cls.model_validate({
+            **statement.body, "run_id": statement.run_id,
+            "delivery": {"status": statement.delivery_status, "attempts": statement.delivery_attempts,
+                         "delivered_at": statement.delivered_at}})
+
+
+class SettlementRunPublic(_PublicModel):
+    """The statements a run wrote (201), or none and a null ``run_id`` (200)."""
+
+    run_id: str | None
+    items: list[SettlementPublic]
+
+
+class DeliveryAttemptPublic(_PublicModel):
+    """One POST of a statement to the dividend endpoint."""
+
+    attempt_no: int
+    started_at: Timestamp
+    duration_ms: int
+    status_code: int | None
+    outcome: str
+    error_kind: str | None
+    response_excerpt: str | None
+
+
+class DividendDeliveryPublic(_PublicModel):
+    """A statement's delivery; its ``id``, ``settlement_id`` and ``idempotency_key`` are the statement id."""
+
+    id: str
+    settlement_id: str
+    idempotency_key: str
+    currency: str
+    net_minor: int
+    status: str = Field(description="pending, delivered or dead")
+    attempts: int
+    created_at: Timestamp
+    delivered_at: Timestamp | None
+    last_attempt: DeliveryAttemptPublic | None
+
+    @classmethod
+    def of(cls, statement: Settlement, last: DeliveryAttempt | None, **more: Any) -> Self:
+        return cls.model_validate({
+            "id": statement.id, "settlement_id": statement.id, "idempotency_key": statement.id,
+            "currency": statement.currency, "net_minor": statement.net_minor, "status": statement.delivery_status,
+            "attempts": statement.delivery_attempts, "created_at": statement.created_at,
+            "delivered_at": statement.delivered_at, "last_attempt": last, **more})
+
+
+class DividendDeliveryDetail(DividendDeliveryPublic):
+    attempt_history: list[DeliveryAttemptPublic]
