@@ -21,11 +21,13 @@ class Done:
 
 @dataclass(frozen=True)
 class Retry:
-    """Run again after ``delay_s``. ``counts`` False: waiting on something, not a failure."""
+    """Run again after ``delay_s``. ``counts`` False: waiting on something, not a failure.
+    ``waiting_for`` names what it waits on ("store-auth:<id>") so it can be woken when that is resolved."""
 
     delay_s: float
     error: str
     counts: bool = True
+    waiting_for: str | None = None
 
 
 @dataclass(frozen=True)

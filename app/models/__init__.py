@@ -1,6 +1,6 @@
 """All tables, imported together so that metadata (and Alembic) sees every one."""
 
-from app.models.auth import ApiToken, IdempotencyRecord
+from app.models.auth import ApiToken, IdempotencyRecord, OAuthState
 from app.models.inbox import InboxItem
 from app.models.jobs import Job, Resync
 from app.models.orders import Order, OrderLine, Refund, RefundLine
@@ -9,7 +9,7 @@ from app.models.stock import LotConsumption, MemberLot, Sku, StockMovement
 from app.models.stores import Listing, Store, StoreSettings, SyncCursor
 
 __all__ = [
-    "ApiToken", "IdempotencyRecord", "InboxItem", "Job", "Resync", "Order", "OrderLine", "Refund",
+    "ApiToken", "IdempotencyRecord", "OAuthState", "InboxItem", "Job", "Resync", "Order", "OrderLine", "Refund",
     "RefundLine", "DeliveryAttempt", "MemberShare", "Settlement", "SettlementLine", "LotConsumption",
     "MemberLot", "Sku", "StockMovement", "Listing", "Store", "StoreSettings", "SyncCursor",
 ]

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from app.models.base import id_field, time_field
+from app.models.base import fk_field, id_field, time_field
 
 
 class ApiToken(SQLModel, table=True):
@@ -18,7 +18,21 @@ class ApiToken(SQLModel, table=True):
     token_hash: str = Field(max_length=64, unique=True)  # sha256 hex of the token
     scopes: str = Field(max_length=255)  # space separated
     created_at: datetime = time_field(default_now=True)
+    last_used_at: datetime | None = time_field()  # written at most once a minute per token
     revoked_at: datetime | None = time_field()
+
+
+class OAuthState(SQLModel, table=True):
+    """A consent request in flight: the ``state`` handed to the platform, kept hashed, used once."""
+
+    __tablename__ = "oauth_state"
+
+    id: int | None = id_field()
+    store_id: int = fk_field("store.id", ondelete="CASCADE")
+    state_hash: str = Field(max_length=64, unique=True)  # sha256 hex of the state value
+    created_at: datetime = time_field(default_now=True)
+    expires_at: datetime = time_field(nullable=False)
+    used_at: datetime | None = time_field()
 
 
 class IdempotencyRecord(SQLModel, table=True):

@@ -35,6 +35,8 @@ class Job(SQLModel, table=True):
     lock_key: str | None = Field(default=None, max_length=255)
     dedupe_key: str | None = Field(default=None, max_length=255)
     last_error: str | None = Field(default=None, max_length=2000)
+    # What a parked job waits for ("store-auth:<id>"): it is woken when that is resolved, not by a timer only.
+    waiting_for: str | None = Field(default=None, max_length=64, index=True)
     created_at: datetime = time_field(default_now=True)
     updated_at: datetime = time_field(default_now=True)
     finished_at: datetime | None = time_field()

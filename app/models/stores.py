@@ -58,8 +58,16 @@ class Store(SQLModel, table=True):
     webhook_secret_rotated_at: datetime | None = time_field()  # the previous secret's grace starts here
     credentials: dict = json_field()
     settings: dict = json_field()
-    auth_status: str = Field(default="ok", max_length=32)  # ok, expired
+    auth_status: str = Field(default="ok", max_length=32)  # ok, expired, revoked
     auth_error: str | None = Field(default=None, max_length=1000)
+    # The access token's and the refresh token's end, as the platform told us (None: does not expire).
+    auth_expires_at: datetime | None = time_field()
+    refresh_expires_at: datetime | None = time_field()
+    last_refreshed_at: datetime | None = time_field()
+    # Bumped on every change of credentials: a caller that saw version N expire refreshes only if
+    # nobody has since; the lease makes one replica at a time the one that calls the platform.
+    credentials_version: int = Field(default=0)
+    refresh_lease_until: datetime | None = time_field()
     last_webhook_at: datetime | None = time_field()
     last_poll_at: datetime | None = time_field()
     created_at: datetime = time_field(default_now=True)

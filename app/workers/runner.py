@@ -216,12 +216,12 @@ class Runner:
             params: dict[str, Any] = {"id": job.id, "me": job.locked_by, "now": bind_time(session, now)}
             if isinstance(outcome, Done):
                 sql = ("UPDATE job SET status = 'done', finished_at = :now, updated_at = :now, lease_until = NULL,"
-                       " last_error = NULL WHERE id = :id AND locked_by = :me")
+                       " last_error = NULL, waiting_for = NULL WHERE id = :id AND locked_by = :me")
                 label = "done"
             elif isinstance(outcome, Retry) and (not outcome.counts or job.attempts < job.max_attempts):
                 params.update(run_after=bind_time(session, now + timedelta(seconds=outcome.delay_s)), err=outcome.error[:2000],
-                              undo=0 if outcome.counts else 1)
-                sql = ("UPDATE job SET status = 'queued', run_after = :run_after, last_error = :err,"
+                              undo=0 if outcome.counts else 1, waiting=outcome.waiting_for)
+                sql = ("UPDATE job SET status = 'queued', run_after = :run_after, last_error = :err, waiting_for = :waiting,"
                        " attempts = attempts - :undo, locked_by = NULL, lease_until = NULL, updated_at = :now"
                        " WHERE id = :id AND locked_by = :me")
                 label = "retry"
