@@ -10,6 +10,9 @@ COPY adapters ./adapters
 RUN /opt/venv/bin/pip install .
 
 # Runtime stage: the virtual environment, the migrations, a non-root user.
+# COOPSYNC_SECRET_KEY (the Fernet keys that encrypt store credentials and webhook secrets) is given when
+# the container starts, never baked into the image: `docker run -e COOPSYNC_SECRET_KEY=…` or the
+# orchestrator's secret store. Without it the container refuses to start.
 FROM python:3.11-slim
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -7,9 +7,14 @@ STAMP := $(VENV)/.installed
 COOPSYNC_HOST ?= 127.0.0.1
 COOPSYNC_PORT ?= 8000
 export COOPSYNC_DATABASE_URL ?= sqlite+aiosqlite:///./var/coopsync.db
+# Store credentials and webhook secrets are encrypted with COOPSYNC_SECRET_KEY. When it is unset, `make run`
+# and `make worker` create var/secret.key (mode 0600) once, and they and `make migrate` use the key in it.
+SECRET_KEY_FILE := var/secret.key
+WITH_SECRET_KEY = if [ -z "$${COOPSYNC_SECRET_KEY:-}" ] && [ -s $(SECRET_KEY_FILE) ]; then \
+	COOPSYNC_SECRET_KEY="$$(cat $(SECRET_KEY_FILE))"; export COOPSYNC_SECRET_KEY; fi;
 PYTEST_ARGS ?=
 
-.PHONY: run test setup migrate worker bench lint clean
+.PHONY: run test setup secret-key migrate worker bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,15 +26,22 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 setup: $(STAMP)
 
+secret-key: setup
+	@if [ -z "$${COOPSYNC_SECRET_KEY:-}" ] && [ ! -s $(SECRET_KEY_FILE) ]; then \
+	  mkdir -p var && (umask 077 && $(BIN)/coopsync secrets generate-key > $(SECRET_KEY_FILE).new) \
+	  && mv $(SECRET_KEY_FILE).new $(SECRET_KEY_FILE) \
+	  && echo "created $(SECRET_KEY_FILE): the COOPSYNC_SECRET_KEY of ./var (keep it; the stored credentials cannot be read without it)"; \
+	fi
+
 migrate: setup
 	mkdir -p var
-	$(BIN)/alembic upgrade head
+	$(WITH_SECRET_KEY) $(BIN)/alembic upgrade head
 
-run: migrate
-	exec $(BIN)/uvicorn app.main:app_factory --factory --host $(COOPSYNC_HOST) --port $(COOPSYNC_PORT) --no-access-log
+run: secret-key migrate
+	$(WITH_SECRET_KEY) exec $(BIN)/uvicorn app.main:app_factory --factory --host $(COOPSYNC_HOST) --port $(COOPSYNC_PORT) --no-access-log
 
-worker: migrate
-	exec $(BIN)/coopsync worker
+worker: secret-key migrate
+	$(WITH_SECRET_KEY) exec $(BIN)/coopsync worker
 
 test: migrate
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -14,6 +14,8 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///./var/coopsync.db"
     admin_token: SecretStr | None = None
+    # Fernet keys, comma-separated, newest first, that encrypt store credentials and webhook secrets (app/crypto.py).
+    secret_key: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     log_format: Literal["json", "console"] = "console"

@@ -11,6 +11,7 @@ from app.api import orders, resyncs, settlements, stock, stores, webhooks
 from app.api.health import router as health_router
 from app.api.middleware import RequestContextMiddleware
 from app.config import Settings, get_settings
+from app.crypto import configure_keyring
 from app.db import Database
 from app.errors import install_error_handlers
 from app.logging import configure_logging
@@ -38,6 +39,9 @@ class CoopsyncApp(FastAPI):
 
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> FastAPI:
     settings = settings or get_settings()
+    # No start without the key that store credentials and webhook secrets are encrypted with:
+    # SecretKeyMissing (or SecretKeyInvalid) says what to set.
+    configure_keyring(settings.secret_key)
     if configure_logs:
         configure_logging(settings.log_format, settings.log_level)
     registry()  # a broken adapter stops start-up here, with a message naming it

@@ -15,8 +15,13 @@ import time
 import uuid
 from pathlib import Path
 
+from cryptography.fernet import Fernet
+
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+# Store secrets are encrypted at rest: the benchmarks' throwaway databases get a throwaway key, which
+# this process and its uvicorn children share.
+SECRET_KEY = os.environ.setdefault("COOPSYNC_SECRET_KEY", Fernet.generate_key().decode())
 
 
 # -- statistics -------------------------------------------------------------------------------------
@@ -142,7 +147,7 @@ class Uvicorn:
         if factory:
             args.append("--factory")
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("COOPSYNC_")}
-        full_env.update(env)
+        full_env.update({"COOPSYNC_SECRET_KEY": SECRET_KEY}, **env)
         # A file, not a pipe: nobody reads a pipe during the run, and a full one blocks the server on
         # its next log line (an oversold flash sale logs one per order).
         self.log = tempfile.TemporaryFile()

@@ -7,6 +7,11 @@ import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+# Store secrets are encrypted at rest: the suite's own key, set before anything reads the settings (the
+# uvicorn and CLI subprocesses of the tests inherit it through tests/procs.py).
+TEST_SECRET_KEY = "Wn6Wbq0Yv1tyr0eZ8bcb0uS4QqSg1Uqk0rN0kTQ7z0A="
+os.environ.setdefault("COOPSYNC_SECRET_KEY", TEST_SECRET_KEY)
+
 import httpx
 import pytest
 from alembic import command

@@ -27,7 +27,7 @@ def free_port() -> int:
 def service_env(database_url: str, **overrides: str) -> dict[str, str]:
     from tests.conftest import ADMIN_TOKEN
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COOPSYNC_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COOPSYNC_") or k == "COOPSYNC_SECRET_KEY"}
     env.update(COOPSYNC_DATABASE_URL=database_url, COOPSYNC_ADMIN_TOKEN=ADMIN_TOKEN, COOPSYNC_LOG_LEVEL="WARNING",
                COOPSYNC_JOB_LEASE_S="2", COOPSYNC_SCHEDULER_TICK_S="3600", COOPSYNC_WORKER_POLL_S="0.05")
     env.update(overrides)

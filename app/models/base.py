@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, TypeDecorator
+import orjson
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, Text, TypeDecorator
 from sqlmodel import Field, SQLModel
+
+from app import crypto
 
 SQLModel.metadata.naming_convention = {
     "ix": "ix_%(column_0_label)s",
@@ -37,6 +40,33 @@ class UTCDateTime(TypeDecorator):
         if value is None:
             return None
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+
+class EncryptedText(TypeDecorator):
+    """A secret string, stored as a Fernet token (``app.crypto``); a token no key opens raises, never reads as text."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect) -> str | None:
+        return None if value is None else crypto.encrypt(value.encode("utf-8"))
+
+    def process_result_value(self, value: str | None, dialect) -> str | None:
+        return None if value is None else crypto.decrypt(value).decode("utf-8")
+
+
+class EncryptedJSON(TypeDecorator):
+    """A JSON document of secrets (a dict), stored as one Fernet token of its JSON text."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect) -> str | None:
+        return None if value is None else crypto.encrypt(orjson.dumps(value))
+
+    def process_result_value(self, value: str | None, dialect):
+        return None if value is None else orjson.loads(crypto.decrypt(value))
 
 
 def utcnow() -> datetime:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from pydantic import Field as Setting
 from sqlmodel import Field, SQLModel
 
-from app.models.base import fk_field, id_field, json_field, time_field
+from app.models.base import EncryptedJSON, EncryptedText, fk_field, id_field, json_field, time_field
 
 
 class StoreSettings(BaseModel):
@@ -52,11 +52,12 @@ class Store(SQLModel, table=True):
     platform: str = Field(max_length=32, index=True)
     name: str = Field(max_length=255)
     external_shop_id: str | None = Field(default=None, max_length=255)
-    webhook_secret: str | None = Field(default=None, max_length=512)
+    # Secrets are encrypted at rest (COOPSYNC_SECRET_KEY); the API caps a webhook secret at 512 characters.
+    webhook_secret: str | None = Field(default=None, sa_type=EncryptedText)
     # Kept after a rotation so deliveries signed with the old secret still pass for a while.
-    webhook_secret_previous: str | None = Field(default=None, max_length=512)
+    webhook_secret_previous: str | None = Field(default=None, sa_type=EncryptedText)
     webhook_secret_rotated_at: datetime | None = time_field()  # the previous secret's grace starts here
-    credentials: dict = json_field()
+    credentials: dict = Field(default_factory=dict, sa_type=EncryptedJSON, nullable=False)
     settings: dict = json_field()
     auth_status: str = Field(default="ok", max_length=32)  # ok, expired, revoked
     auth_error: str | None = Field(default=None, max_length=1000)
