@@ -5,6 +5,7 @@ from app.models.inbox import InboxItem
 from app.models.jobs import Job, Resync
 from app.models.orders import Order, OrderLine, Refund, RefundLine
 from app.models.settlement import DeliveryAttempt, MemberShare, Settlement, SettlementLine
+from app.models.shipments import Carrier, CarrierCode, Shipment, ShipmentAttempt, ShipmentLine
 from app.models.stock import LotConsumption, MemberLot, Sku, StockMovement
 from app.models.stores import Listing, Store, StoreSettings, SyncCursor
 
@@ -12,4 +13,5 @@ __all__ = [
     "ApiToken", "IdempotencyRecord", "OAuthState", "InboxItem", "Job", "Resync", "Order", "OrderLine", "Refund",
     "RefundLine", "DeliveryAttempt", "MemberShare", "Settlement", "SettlementLine", "LotConsumption",
     "MemberLot", "Sku", "StockMovement", "Listing", "Store", "StoreSettings", "SyncCursor",
+    "Carrier", "CarrierCode", "Shipment", "ShipmentAttempt", "ShipmentLine",
 ]

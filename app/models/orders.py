@@ -31,6 +31,7 @@ class Order(SQLModel, table=True):
     shipped_at: datetime | None = time_field()
     delivered_at: datetime | None = time_field()
     cancelled_at: datetime | None = time_field()
+    ship_by: datetime | None = time_field(index=True)  # the platform's ship-by deadline, where it gives one
     platform_updated_at: datetime = time_field(nullable=False)
     settlement_id: str | None = Field(default=None, foreign_key="settlement.id", max_length=36, index=True)
     has_unbound: bool = Field(default=False, index=True)
@@ -66,6 +67,8 @@ class OrderLine(SQLModel, table=True):
     restocked_qty: int = Field(default=0, sa_type=BigInteger)  # came back on hand (returns)
     oversold_qty: int = Field(default=0, sa_type=BigInteger)  # paid but no stock to reserve
     platform_held: int = Field(default=0, sa_type=BigInteger)  # units the platform took from its own stock
+    # Units our own shipments cover; once any line of the order has some, they decide what shipped.
+    shipment_qty: int = Field(default=0, sa_type=BigInteger)
     listing_ref: dict = json_field()
 
 
