@@ -10,6 +10,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+try:
+    from fastapi.routing import iter_route_contexts
+except ImportError:  # a FastAPI that keeps included routes flat
+    def iter_route_contexts(routes):
+        return iter(routes)
 
 from app.services.errors import ServiceError
 
@@ -60,6 +67,27 @@ def problem_body(status: int, detail: str) -> bytes:
                          "status": status, "detail": detail})
 
 
+def allowed_methods(routes, scope) -> set[str]:
+    """Every method some route serves at this path (each method of a path is a route of its own,
+    so one route's methods are not the whole answer), with OPTIONS."""
+    probe = {**scope, "type": "http"}
+    by_path: dict[str, set[str]] = {}
+    for route in iter_route_contexts(routes):
+        route_methods = getattr(route, "methods", None)
+        if route_methods and route.matches(probe)[0] is not Match.NONE and route_methods - {"OPTIONS"}:
+            by_path.setdefault(getattr(route, "path_format", None) or route.path, set()).update(route_methods)
+    if not by_path:
+        return set()
+    # /v1/stock/receipts is its own resource, not the stock of a sku called "receipts": the paths
+    # with the fewest parameters name the resource.
+    fewest = min(path.count("{") for path in by_path)
+    return set().union(*(m for path, m in by_path.items() if path.count("{") == fewest)) | {"OPTIONS"}
+
+
+def allow_header(methods: set[str]) -> str:
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(_request: Request, exc: Problem) -> JSONResponse:
@@ -82,7 +110,12 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and detail == "Not Found":
             detail = "no such route or resource"
-        return problem_response(exc.status_code, detail, headers=getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            methods = allowed_methods(_request.app.router.routes, _request.scope)
+            if methods:
+                headers = {**(headers or {}), "Allow": allow_header(methods)}
+        return problem_response(exc.status_code, detail, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
+from starlette.routing import Match, Route
 
-from app.api import orders, resyncs, settlements, stock, stores, webhooks
+from app.api import orders, resyncs, settlements, stock, stores, tokens, webhooks
 from app.api.health import router as health_router
 from app.api.middleware import RequestContextMiddleware
+from app.api.openapi import install_openapi
 from app.config import Settings, get_settings
 from app.crypto import configure_keyring
 from app.db import Database
-from app.errors import install_error_handlers
+from app.errors import Problem, allow_header, allowed_methods, install_error_handlers
 from app.logging import configure_logging
 from app.services import push
 from app.services.platforms import close_shared_http, registry
@@ -91,10 +93,31 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(orders.router)
     app.include_router(resyncs.router)
     app.include_router(settlements.router)
+    app.include_router(tokens.router)
+    # Last: OPTIONS on any route answers the methods it serves (no token needed, as for CORS).
+    app.router.routes.append(OptionsRoute("/{path:path}", answer_options, methods=["OPTIONS"],
+                                          include_in_schema=False))
+    install_openapi(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.webhook_fast_path = RequestContextMiddleware(webhooks.WebhookFastPath(app),
                                                      max_body_bytes=settings.max_body_bytes)
     return app
+
+
+class OptionsRoute(Route):
+    """Takes OPTIONS requests only: to any other method it is no route at all (not a 405)."""
+
+    def matches(self, scope):
+        if scope.get("method") != "OPTIONS":
+            return Match.NONE, {}
+        return super().matches(scope)
+
+
+async def answer_options(request: Request) -> Response:
+    methods = allowed_methods(request.app.router.routes, request.scope)
+    if not methods:
+        raise Problem(404, "no such route or resource")
+    return Response(status_code=204, headers={"Allow": allow_header(methods)})
 
 
 def app_factory() -> FastAPI:

@@ -8,7 +8,7 @@ from pathlib import Path
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
@@ -29,7 +29,12 @@ async def healthz():
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+UNREADY = {"description": "the database is unreachable, or not migrated to head", "content": {"application/json": {
+    "schema": {"type": "object", "required": ["status", "detail"],
+               "properties": {"status": {"type": "string", "enum": ["unavailable"]}, "detail": {"type": "string"}}}}}}
+
+
+@router.get("/readyz", responses={503: UNREADY})
 async def readyz(request: Request):
     try:
         async with request.app.state.db.read() as session:
@@ -43,7 +48,8 @@ async def readyz(request: Request):
     return {"status": "ready", "migration": current}
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse,
+            response_description="the Prometheus text exposition format")
 async def metrics(request: Request):
     refresh = getattr(request.app.state, "refresh_gauges", None)
     if refresh is not None:

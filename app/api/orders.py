@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.deps import DbDep, Operator, OrdersRead
+from app.api.deps import DbDep, IdValue, InboxIdPath, Operator, OrderIdPath, OrdersRead
 from app.api.schemas import InboxItemPublic, OrderLinePublic, OrderPublic, Page, RefundLinePublic, RefundPublic
 from app.errors import Problem
 from app.models import InboxItem, Order, OrderLine, Refund, RefundLine, Sku
@@ -38,7 +38,7 @@ async def orders_of(session: AsyncSession, orders: list[Order]) -> list[OrderPub
 
 @router.get("/orders")
 async def list_orders(db: DbDep, _: OrdersRead, limit: Limit = 100, cursor: str | None = None,
-                      store_id: int | None = None, status: str | None = None, unbound: bool | None = None,
+                      store_id: IdValue | None = None, status: str | None = None, unbound: bool | None = None,
                       oversold: bool | None = None, external_id: str | None = None) -> Page[OrderPublic]:
     stmt = select(Order)
     if store_id is not None:
@@ -57,7 +57,7 @@ async def list_orders(db: DbDep, _: OrdersRead, limit: Limit = 100, cursor: str 
 
 
 @router.get("/orders/{order_id}")
-async def get_order(order_id: int, db: DbDep, _: OrdersRead) -> OrderPublic:
+async def get_order(order_id: OrderIdPath, db: DbDep, _: OrdersRead) -> OrderPublic:
     async with db.read() as session:
         order = await session.get(Order, order_id)
         if order is None:
@@ -67,7 +67,7 @@ async def get_order(order_id: int, db: DbDep, _: OrdersRead) -> OrderPublic:
 
 @router.get("/refunds")
 async def list_refunds(db: DbDep, _: OrdersRead, limit: Limit = 100, cursor: str | None = None,
-                       order_id: int | None = None, status: str | None = None) -> Page[RefundPublic]:
+                       order_id: IdValue | None = None, status: str | None = None) -> Page[RefundPublic]:
     stmt = select(Refund)
     if order_id is not None:
         stmt = stmt.where(Refund.order_id == order_id)
@@ -96,7 +96,7 @@ async def list_inbox(db: DbDep, _: Operator, status: str = "failed", limit: Limi
 
 
 @router.post("/inbox/{inbox_id}/replay", status_code=202)
-async def replay_inbox(inbox_id: int, db: DbDep, _: Operator) -> InboxItemPublic:
+async def replay_inbox(inbox_id: InboxIdPath, db: DbDep, _: Operator) -> InboxItemPublic:
     async with db.transaction() as session:
         row = await replay(session, inbox_id)
         if row is None:

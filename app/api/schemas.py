@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Generic, Iterable, Literal, Self, TypeVar
 
-from pydantic import (AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, StrictInt, StrictStr,
-                      WithJsonSchema)
+from pydantic import (AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, StrictInt,
+                      StrictStr, WithJsonSchema)
 
 from app.models import (DeliveryAttempt, InboxItem, Listing, Order, OrderLine, Refund, RefundLine, Resync, Settlement,
                         Sku, StockMovement, Store, StoreSettings)
@@ -69,13 +69,31 @@ class AdjustmentCreate(_RequestBody):
     reason: Annotated[StrictStr, Field(min_length=1, max_length=500)]
 
 
+MAX_ID = 2**63 - 1  # ids are bigint
+MAX_SHARE_WEIGHT = 1_000_000
+MAX_CAP = 10_000_000  # as much as one receipt may bring in
+MAX_STORES_PER_POLICY = 1000
+
+
+def _store_key(key: str) -> str:
+    if int(key) > MAX_ID:
+        raise ValueError(f"no store id is larger than {MAX_ID}")
+    return key
+
+
+# A store id written as JSON object keys are: decimal digits, no sign, no leading zero.
+StoreKey = Annotated[StrictStr, Field(pattern=r"^[1-9][0-9]{0,18}$"), AfterValidator(_store_key)]
+
+
 class AllocationPolicy(_RequestBody):
     """``shared``: every shop is offered the whole available quantity (less its safety stock).
     ``shares``: available is split by weight per store id, each part optionally capped."""
 
     mode: Literal["shared", "shares"] = "shared"
-    shares: dict[str, Annotated[StrictInt, Field(ge=0)]] = Field(default_factory=dict)
-    caps: dict[str, Annotated[StrictInt, Field(ge=0)]] = Field(default_factory=dict)
+    shares: dict[StoreKey, Annotated[StrictInt, Field(ge=0, le=MAX_SHARE_WEIGHT)]] = Field(
+        default_factory=dict, max_length=MAX_STORES_PER_POLICY)
+    caps: dict[StoreKey, Annotated[StrictInt, Field(ge=0, le=MAX_CAP)]] = Field(
+        default_factory=dict, max_length=MAX_STORES_PER_POLICY)
 
 
 class AllocationPublic(_PublicModel):
@@ -390,7 +408,7 @@ class InboxItemPublic(_PublicModel):
 
 
 class ResyncCreate(_RequestBody):
-    store_id: int
+    store_id: Annotated[int, Field(ge=1, le=MAX_ID)]
     resource: Literal["orders", "refunds", "inventory"]
     since: AwareDatetime | None = None
     until: AwareDatetime | None = None
@@ -591,3 +609,23 @@ class DividendDeliveryPublic(_PublicModel):
 
 class DividendDeliveryDetail(DividendDeliveryPublic):
     attempt_history: list[DeliveryAttemptPublic]
+
+
+# -- API tokens ----------------------------------------------------------------------------------
+
+
+class ApiTokenPublic(_PublicModel):
+    """An API token as stored: never the token itself, nor its hash."""
+
+    id: int
+    name: str
+    scopes: list[str]
+    created_at: Timestamp
+    last_used_at: Timestamp | None = Field(description="to the minute: written at most once a minute")
+    revoked_at: Timestamp | None
+
+    @classmethod
+    def of(cls, token: Any) -> ApiTokenPublic:
+        return cls.model_validate({
+            "id": token.id, "name": token.name, "scopes": token.scopes.split(), "created_at": token.created_at,
+            "last_used_at": token.last_used_at, "revoked_at": token.revoked_at})

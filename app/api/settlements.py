@@ -23,6 +23,8 @@ from app.pagination import MAX_LIMIT, decode_cursor, page
 router = APIRouter(prefix="/v1", tags=["settlements"])
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 DELIVERY_STATUSES = ("pending", "delivered", "dead")
+# Documented as the enum it is; another value is answered 400 (as it always was), not 422.
+DeliveryStatus = Annotated[str | None, Query(json_schema_extra={"enum": list(DELIVERY_STATUSES)})]
 
 
 async def _last_attempts(session: AsyncSession, ids: list[str]) -> dict[str, DeliveryAttempt]:
@@ -99,7 +101,7 @@ async def get_settlement(settlement_id: str, db: DbDep, _: Operator) -> Settleme
 
 
 @router.get("/dividend-deliveries")
-async def list_deliveries(db: DbDep, _: Operator, status: str | None = None, limit: Limit = 100,
+async def list_deliveries(db: DbDep, _: Operator, status: DeliveryStatus = None, limit: Limit = 100,
                           cursor: str | None = None) -> Page[DividendDeliveryPublic]:
     if status is not None and status not in DELIVERY_STATUSES:
         raise Problem(400, f"status must be one of {', '.join(DELIVERY_STATUSES)}")

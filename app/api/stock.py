@@ -149,10 +149,18 @@ def _unique_cause(request: Request, principal) -> str:
     """The ledger cause of an API write. With an Idempotency-Key it is derived from the key, so the
     ledger's unique index refuses a second application even if two retries slipped past the
     idempotency record (a request that outlived the in-flight window); without one, each request
-    is its own cause."""
+    is its own cause. A cause too long for the ledger's column (a long key) is a digest of itself."""
+    import hashlib
     import uuid
 
     key = request.headers.get("idempotency-key")
     if key:
-        return f"key:{principal.name}:{key.strip()}"
+        cause = f"key:{principal.name}:{key.strip()}"
+        if len(cause) > MAX_CAUSE_LENGTH:
+            cause = "key-sha256:" + hashlib.sha256(cause.encode()).hexdigest()
+        return cause
     return uuid.uuid4().hex
+
+
+# stock_movement.cause_key holds 255 characters, the kind's prefix ("adjustment:") included.
+MAX_CAUSE_LENGTH = 255 - len("adjustment:")

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.deps import Admin, DbDep, Operator
+from app.api.deps import Admin, DbDep, Operator, StoreIdPath
 from app.api.idempotency import run_idempotent
 from app.api.schemas import (ListingBinding, ListingBoundPublic, ListingPublic, Page, StoreCreate, StorePublic,
                              StoreUpdate)
@@ -45,13 +45,13 @@ async def list_stores(request: Request, db: DbDep, _: Operator) -> Page[StorePub
 
 
 @router.get("/{store_id}")
-async def get_store(request: Request, store_id: int, db: DbDep, _: Operator) -> StorePublic:
+async def get_store(request: Request, store_id: StoreIdPath, db: DbDep, _: Operator) -> StorePublic:
     async with db.read() as session:
         return store_public(request, await stores.get_store(session, store_id))
 
 
 @router.patch("/{store_id}")
-async def update_store(request: Request, store_id: int, body: StoreUpdate, db: DbDep, _: Admin) -> StorePublic:
+async def update_store(request: Request, store_id: StoreIdPath, body: StoreUpdate, db: DbDep, _: Admin) -> StorePublic:
     async with db.transaction() as session:
         store = await stores.update_store(session, store_id, **body.model_dump(exclude_none=True))
         out = store_public(request, store)
@@ -60,7 +60,7 @@ async def update_store(request: Request, store_id: int, body: StoreUpdate, db: D
 
 
 @router.get("/{store_id}/listings")
-async def get_listings(store_id: int, db: DbDep, _: Operator, unbound: bool = False) -> Page[ListingPublic]:
+async def get_listings(store_id: StoreIdPath, db: DbDep, _: Operator, unbound: bool = False) -> Page[ListingPublic]:
     async with db.read() as session:
         await stores.get_store(session, store_id)
         stmt = (select(Listing, Sku.sku).outerjoin(Sku, Sku.id == Listing.sku_id)
@@ -72,7 +72,7 @@ async def get_listings(store_id: int, db: DbDep, _: Operator, unbound: bool = Fa
 
 
 @router.put("/{store_id}/listings")
-async def put_listings(store_id: int, body: list[ListingBinding], db: DbDep,
+async def put_listings(store_id: StoreIdPath, body: list[ListingBinding], db: DbDep,
                        _: Operator) -> Page[ListingBoundPublic]:
     """Bind shop sku keys to cooperative skus by hand; lines waiting on a binding take effect now."""
     async with db.transaction() as session:

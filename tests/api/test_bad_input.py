@@ -121,3 +121,142 @@ async def test_a_nul_character_is_never_a_server_error(client, db, engine_name):
     assert r.status_code in (404, 422), r.text
     r = await client.get("/v1/orders", params={"status": "paid\u0000"}, headers=ADMIN)
     assert r.status_code in (200, 422), r.text
+
+
+# -- ids past int64, allocation bounds, OPTIONS (issue 12) ------------------------------------------
+
+PAST_INT64 = (2**63, 2**64 + 7, 10**30)
+
+
+@pytest.mark.parametrize("big", PAST_INT64)
+@pytest.mark.parametrize("method, path", [
+    ("GET", "/v1/stores/{id}"), ("PATCH", "/v1/stores/{id}"), ("GET", "/v1/stores/{id}/listings"),
+    ("PUT", "/v1/stores/{id}/listings"), ("GET", "/v1/orders/{id}"), ("GET", "/v1/resyncs/{id}"),
+    ("POST", "/v1/resyncs/{id}/cancel"), ("POST", "/v1/inbox/{id}/replay"), ("POST", "/v1/stores/{id}/authorize"),
+    ("GET", "/v1/stores/{id}/reconciliation"), ("POST", "/v1/stores/{id}/reconciliation/resync"),
+    ("DELETE", "/v1/tokens/{id}"),
+])
+async def test_a_path_id_past_int64_is_404(client, method, path, big):
+    body = {"PATCH": {"name": "x"}, "PUT": [{"external_sku_key": "k", "sku": None}]}.get(method)
+    window = {"since": "2026-11-01T00:00:00+08:00", "until": "2026-11-02T00:00:00+08:00"}
+    r = await client.request(method, path.format(id=big), headers=ADMIN, json=body,
+                             params=window if "reconciliation" in path else None)
+    assert_problem(r, 404)
+
+
+@pytest.mark.parametrize("big", PAST_INT64)
+@pytest.mark.parametrize("path, param", [
+    ("/v1/orders", "store_id"), ("/v1/resyncs", "store_id"), ("/v1/refunds", "order_id"),
+])
+async def test_a_query_id_past_int64_is_422(client, path, param, big):
+    assert_problem(await client.get(path, params={param: str(big)}, headers=ADMIN), 422)
+
+
+@pytest.mark.parametrize("big", PAST_INT64)
+async def test_a_resync_for_a_store_id_past_int64_is_422(client, big):
+    r = await client.post("/v1/resyncs", json={"store_id": big, "resource": "inventory"}, headers=ADMIN)
+    assert_problem(r, 422)
+
+
+@pytest.mark.parametrize("big", PAST_INT64)
+@pytest.mark.parametrize("field", ["shares", "caps"])
+async def test_an_allocation_store_key_past_int64_is_422(client, field, big):
+    await create_sku(client, "TEA-AL")
+    body = {"mode": "shares", "shares": {str(big): 1}} if field == "shares" else \
+        {"mode": "shared", "caps": {str(big): 1}}
+    assert_problem(await client.put("/v1/stock/TEA-AL/allocation", json=body, headers=ADMIN), 422)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("shares", 2**63), ("shares", 10**30), ("shares", 10**6 + 1), ("caps", 2**63), ("caps", 10**7 + 1),
+])
+async def test_an_allocation_value_past_its_bound_is_422(client, field, value):
+    from tests.helpers import create_store
+
+    await create_sku(client, "TEA-AV")
+    store = await create_store(client, "sandbox", external_shop_id="shop-av")
+    body = {"mode": "shares", "shares": {str(store["id"]): 1}}
+    body[field] = {str(store["id"]): value}
+    r = await client.put("/v1/stock/TEA-AV/allocation", json=body, headers=ADMIN)
+    assert_problem(r, 422)
+    assert (await client.get("/v1/stock/TEA-AV", headers=ADMIN)).json()["allocation"] is None
+
+
+@pytest.mark.parametrize("path, methods", [
+    ("/v1/stores", {"GET", "POST"}),
+    ("/v1/stores/1", {"GET", "PATCH"}),
+    ("/v1/stores/1/listings", {"GET", "PUT"}),
+    ("/v1/resyncs", {"GET", "POST"}),
+    ("/v1/skus", {"GET", "POST"}),
+    ("/v1/tokens", {"GET"}),
+    ("/v1/tokens/1", {"DELETE"}),
+])
+async def test_options_lists_every_method_of_the_route(client, path, methods):
+    r = await client.options(path, headers=ADMIN)
+    assert r.status_code in (200, 204), r.text
+    allowed = {m.strip() for m in r.headers["allow"].split(",")}
+    assert methods | {"OPTIONS"} <= allowed, allowed
+
+
+async def test_options_on_a_path_shared_with_a_parameter_lists_only_its_own_methods(client):
+    """Found by fuzzing: /v1/stock/receipts also matches /v1/stock/{sku}, but it is not a sku's stock."""
+    for path, methods in (("/v1/stock/receipts", {"POST", "OPTIONS"}), ("/v1/settlements/run", {"POST", "OPTIONS"}),
+                          ("/v1/stock/TEA-1", {"GET", "OPTIONS"})):
+        r = await client.options(path)
+        assert r.status_code == 204, r.text
+        assert {m.strip() for m in r.headers["allow"].split(",")} == methods
+
+
+async def test_options_on_an_unknown_path_is_404(client):
+    assert_problem(await client.options("/v1/nothing-here"), 404)
+
+
+@pytest.mark.parametrize("method, path, methods", [
+    ("DELETE", "/v1/stores", {"GET", "POST", "OPTIONS"}),
+    ("PUT", "/v1/stores/1", {"GET", "PATCH", "OPTIONS"}),
+    ("DELETE", "/v1/stock/receipts", {"POST", "OPTIONS"}),
+    ("GET", "/v1/tokens/1", {"DELETE", "OPTIONS"}),
+])
+async def test_a_method_the_route_does_not_serve_is_405_with_the_whole_allow_list(client, method, path, methods):
+    r = await client.request(method, path, headers=ADMIN)
+    assert_problem(r, 405)
+    assert {m.strip() for m in r.headers["allow"].split(",")} == methods
+
+
+@pytest.mark.parametrize("route, body", [
+    ("/v1/stock/receipts", {"sku": "TEA-IK", "quantity": 1, "member_id": "m-01"}),
+    ("/v1/stock/adjustments", {"sku": "TEA-IK", "delta": 1, "reason": "count"}),
+])
+async def test_the_longest_idempotency_key_is_taken_and_replayed(client, db, route, body):
+    """Found by fuzzing: a 255-character key made a ledger cause longer than its column (a 500 on
+    PostgreSQL); the cause is a digest of such a key now, still one per key."""
+    await create_sku(client, "TEA-IK")
+    headers = {**ADMIN, "Idempotency-Key": "k" * 255}
+    first = await client.post(route, json=body, headers=headers)
+    assert first.status_code == 201, first.text
+    again = await client.post(route, json=body, headers=headers)
+    assert again.status_code == 201 and again.json() == first.json()
+    assert again.headers.get("idempotent-replayed") == "true"
+    other = await client.post(route, json=body, headers={**ADMIN, "Idempotency-Key": "k" * 254 + "j"})
+    assert other.status_code == 201, other.text
+    assert (await ledger_state(db, "TEA-IK"))[0] == 2
+    assert_problem(await client.post(route, json=body, headers={**ADMIN, "Idempotency-Key": "k" * 256}), 400)
+
+
+async def test_a_token_with_the_longest_name_can_write_with_an_idempotency_key(client, db):
+    """A token's principal ("token:<id>:<name>") must fit where idempotency records keep it."""
+    from app.models import ApiToken
+    from app.security import hash_token, new_token
+
+    token = new_token()
+    async with db.transaction() as session:
+        session.add(ApiToken(name="n" * 128, token_hash=hash_token(token), scopes="stock:write"))
+    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": "i" * 255}
+    r = await client.post("/v1/skus", json={"sku": "TEA-LONG", "name": "long"}, headers=headers)
+    assert r.status_code == 201, r.text
+    again = await client.post("/v1/skus", json={"sku": "TEA-LONG", "name": "long"}, headers=headers)
+    assert again.status_code == 201 and again.headers.get("idempotent-replayed") == "true"
+    await receive(client, "TEA-LONG", 1)
+    r = await client.post("/v1/stock/receipts", json={"sku": "TEA-LONG", "quantity": 1, "member_id": "m"},
+                          headers=headers | {"Idempotency-Key": "r" * 255})
+    assert r.status_code == 201, r.text
