@@ -28,6 +28,9 @@ class Capability(StrEnum):
     STOCK_READ = "stock_read"
     STOCK_COMPARE_AND_SET = "stock_cas"  # push_stock honours StockLevel.expected_quantity
     WEBHOOKS = "webhooks"
+    SHIPMENTS = "shipments"  # upload_shipment and fetch_shipping
+    CARRIER_LIST = "carrier_list"  # fetch_carriers: the platform's list of courier companies
+    REPLACEMENT_SHIPMENTS = "replacement_shipments"  # upload_shipment takes ShipmentUpload.after_sales_id
 
 
 class OrderStatus(StrEnum):
@@ -112,11 +115,12 @@ class OrderSnapshot(_Snapshot):
     shipped_at: datetime | None = None
     delivered_at: datetime | None = None
     cancelled_at: datetime | None = None
+    ship_by: datetime | None = None  # the platform's deadline for shipping it, where it sets one
     updated_at: datetime
     raw: dict[str, Any] | list[Any] | None = Field(default=None, repr=False)
 
     _aware = field_validator(
-        "created_at", "paid_at", "shipped_at", "delivered_at", "cancelled_at", "updated_at"
+        "created_at", "paid_at", "shipped_at", "delivered_at", "cancelled_at", "ship_by", "updated_at"
     )(_require_aware)
 
 
@@ -217,6 +221,84 @@ class PushResult:
 
 
 @dataclass(frozen=True)
+class ShipmentLine:
+    """Units of one order line in a parcel. ``line_quantity``: the whole line, so an adapter can tell
+    a part shipment from a whole one."""
+
+    external_line_id: str
+    quantity: int
+    line_quantity: int
+    external_sku_key: str | None = None
+    listing_ref: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ShipmentUpload:
+    """Tell the platform that one parcel of an order left.
+
+    ``reference``: stable for this parcel across retries (Douyin's ``request_id``). ``company``: the
+    platform's own id or code of the carrier (PDD ``logistics_id``, TOP/Douyin ``company_code``, the
+    Shopify tracking company). ``whole_order``: the parcel holds every unit of the order and no other
+    parcel of ours went before it. ``completes_order``: with it, our parcels hold the whole order.
+    ``other_tracking_numbers``: our other parcels of the order, which are not "another number".
+    ``after_sales_id``: the parcel is the replacement of an exchange or reship (PDD ships it through
+    the after-sale, not the order)."""
+
+    reference: str
+    order_external_id: str
+    carrier: str
+    company: str
+    tracking_number: str
+    lines: tuple[ShipmentLine, ...]
+    shipped_at: datetime
+    carrier_name: str | None = None
+    tracking_url: str | None = None
+    whole_order: bool = False
+    completes_order: bool = False
+    other_tracking_numbers: tuple[str, ...] = ()
+    after_sales_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ShipmentResult:
+    """``uploaded``: the platform holds the parcel (``already``: it did before this call, read back).
+    ``failed``: the platform refuses it or shows another tracking number; an operator decides."""
+
+    status: Literal["uploaded", "failed"]
+    platform_ref: str | None = None
+    error: str | None = None
+    already: bool = False
+
+
+@dataclass(frozen=True)
+class ShippedParcel:
+    """A waybill the platform holds for an order; ``external_line_ids`` empty: it does not say which lines."""
+
+    tracking_number: str
+    company: str | None = None
+    external_line_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ShippingState:
+    """What the platform shows of an order's shipping, read back before and after an upload."""
+
+    parcels: tuple[ShippedParcel, ...] = ()
+    shipped: bool = False  # the platform counts the order as (at least partly) shipped
+    closed: str | None = None  # why nothing can ship any more (cancelled, closed), None while it can
+    status: str | None = None  # the platform's own status, for messages
+
+
+@dataclass(frozen=True)
+class PlatformCarrier:
+    """One entry of a platform's courier company list."""
+
+    company: str  # the id or code a shipment upload takes
+    name: str
+    code: str | None = None  # the platform's short code where it has one beside an id (PDD)
+
+
+@dataclass(frozen=True)
 class StoreContext:
     """One store's settings as an adapter sees them. Built by the core; no secrets are logged."""
 
@@ -278,6 +360,18 @@ class Adapter(Protocol):
     async def fetch_stock(self, keys: list[StockLevel]) -> dict[str, int]:
         """Where ``STOCK_READ`` is declared: the platform's current quantity per sku key."""
 
+    async def upload_shipment(self, upload: ShipmentUpload) -> ShipmentResult:
+        """Where ``SHIPMENTS`` is declared: tell the platform a parcel left, at most once in effect (its
+        own idempotency, else read before write). Raises ``TransientError`` to be retried later and
+        ``AuthExpiredError`` when the store must be authorised again."""
+
+    async def fetch_shipping(self, order_external_id: str) -> ShippingState:
+        """Where ``SHIPMENTS`` is declared: the waybills and shipping state the platform shows."""
+
+    async def fetch_carriers(self) -> list[PlatformCarrier]:
+        """Where ``CARRIER_LIST`` is declared: the platform's courier companies."""
+
+
 
 class AdapterBase:
     """Shared defaults for built-in adapters; a plug-in may subclass it or implement the protocol."""
@@ -337,6 +431,16 @@ class AdapterBase:
 
     async def fetch_stock(self, keys: list[StockLevel]) -> dict[str, int]:
         raise self._unsupported("fetch_stock")
+
+    async def upload_shipment(self, upload: ShipmentUpload) -> ShipmentResult:
+        raise self._unsupported("shipments")
+
+    async def fetch_shipping(self, order_external_id: str) -> ShippingState:
+        raise self._unsupported("shipments")
+
+    async def fetch_carriers(self) -> list[PlatformCarrier]:
+        raise self._unsupported("carrier lists")
+
 
 
 def header(headers: Mapping[str, str], *names: str) -> str | None:

@@ -14,7 +14,7 @@ import httpx
 
 from adapters.base import AdapterBase, Capability, StoreContext, TimeWindow
 from adapters.errors import AdapterError, AuthExpiredError, PayloadError, PermanentError, ThrottledError, TransientError
-from adapters.http import error_for_response, send, with_retries
+from adapters.http import IN_CALL_ATTEMPTS, error_for_response, send, with_retries
 
 ErrorKind = Literal["auth", "throttled", "transient", "permanent"]
 
@@ -109,15 +109,16 @@ class GatewayClient:
     def build_request(self, method: str, business: Mapping[str, Any]) -> httpx.Request:
         return self.http.build_request("POST", self.url, data=self.signed_params(method, business))
 
-    async def call(self, method: str, business: Mapping[str, Any]) -> dict[str, Any]:
-        """Send one API call (retrying short transient failures) and return the parsed answer."""
+    async def call(self, method: str, business: Mapping[str, Any], *, attempts: int = IN_CALL_ATTEMPTS) -> dict[str, Any]:
+        """Send one API call (retrying short transient failures) and return the parsed answer. ``attempts`` 1:
+        a write without an idempotency key, which a lost answer must not repeat blind."""
 
         async def once() -> dict[str, Any]:
             # Built on every attempt: the timestamp is part of the sign and must stay fresh.
             response = await send(self.http, self.build_request(method, business), self.platform)
             return self.parse(response, method)
 
-        return await with_retries(once, sleep=self.sleep)
+        return await with_retries(once, attempts=attempts, sleep=self.sleep)
 
     def parse(self, response: httpx.Response, method: str) -> dict[str, Any]:
         try:

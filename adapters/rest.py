@@ -12,7 +12,7 @@ import httpx
 
 from adapters.base import AdapterBase, Capability, StoreContext
 from adapters.errors import AdapterError, PayloadError
-from adapters.http import error_for_response, send, with_retries
+from adapters.http import IN_CALL_ATTEMPTS, error_for_response, send, with_retries
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -78,12 +78,15 @@ class RestClient:
         return data
 
     async def _call(self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None,
-                    none_on_404: bool = False) -> tuple[Any, httpx.Response]:
-        """Send with in-call retries; ``(None, response)`` when ``none_on_404`` and the resource is unknown."""
+                    none_on_404: bool = False, root: str | None = None,
+                    attempts: int = IN_CALL_ATTEMPTS) -> tuple[Any, httpx.Response]:
+        """Send with in-call retries; ``(None, response)`` when ``none_on_404`` and the resource is unknown.
+        ``root``: another API root than the client's (a plug-in's REST namespace). ``attempts`` 1: a write
+        without an idempotency key, which a lost answer must not repeat blind."""
 
         async def once() -> tuple[Any, httpx.Response]:
             await self._before_send()
-            request = self.http.build_request(method, self.api_root + path, params=params, json=body,
+            request = self.http.build_request(method, (root or self.api_root) + path, params=params, json=body,
                                               headers=self._headers)
             response = await send(self.http, request, self.platform)
             self._received(response)
@@ -99,4 +102,4 @@ class RestClient:
                 raise PayloadError(f"non-JSON answer from {request.url.path}", platform=self.platform) from exc
             return self._checked(request, data), response
 
-        return await with_retries(once, sleep=self._sleep)
+        return await with_retries(once, attempts=attempts, sleep=self._sleep)

@@ -11,6 +11,9 @@ from adapters.base import Capability, CredentialsBase, OrderSnapshot, Page, Push
 from adapters.base import TimeWindow, WebhookDelivery, WebhookIdentity
 from adapters.douyin import webhooks
 from adapters.douyin.client import PAGE_SIZE, DouyinClient
+from adapters.base import PlatformCarrier, ShipmentResult, ShipmentUpload, ShippingState
+from adapters.douyin import shipping
+from adapters.shipping import judge
 from adapters.douyin.mapping import order_from_douyin, refund_from_douyin
 from adapters.errors import AuthExpiredError, PayloadError, PermanentError, TransientError
 from adapters.gateway import GatewayAdapter, unix_bounds
@@ -49,7 +52,8 @@ class DouyinAdapter(GatewayAdapter):
     """Douyin Shop (抖店). Pushes are notices; state comes from order.orderDetail and afterSale.List."""
 
     platform: ClassVar[str] = PLATFORM
-    capabilities: ClassVar[frozenset[Capability]] = GatewayAdapter.capabilities | {Capability.WEBHOOKS}
+    capabilities: ClassVar[frozenset[Capability]] = GatewayAdapter.capabilities | {
+        Capability.WEBHOOKS, Capability.SHIPMENTS, Capability.CARRIER_LIST}
     # order.searchList states no window limit (china.md 3.3, [I]); offset paging over a set that keeps
     # changing during a live sale is only trustworthy over few pages, so windows are kept short: one hour
     # of a busy live stream is tens of pages of 100, and the core splits longer ranges.
@@ -125,3 +129,50 @@ class DouyinAdapter(GatewayAdapter):
         if level.quantity < 0:
             raise PayloadError(f"negative stock {level.quantity}", platform=PLATFORM)
         await self.client.sku_sync_stock(product_id=product_id, sku_id=sku_id, stock_num=level.quantity)
+
+    # --- shipments (operations.md 1.3) ----------------------------------------------------------
+
+    async def fetch_shipping(self, order_external_id: str) -> ShippingState:
+        detail = (await self.client.order_detail(order_external_id)).get("shop_order_detail")
+        if not detail:
+            raise PermanentError(f"Douyin shows no order {order_external_id}", platform=PLATFORM)
+        return shipping.shipping_state(detail)
+
+    async def upload_shipment(self, upload: ShipmentUpload) -> ShipmentResult:
+        """A whole order in one parcel: /order/logisticsAdd, which has no idempotency key, so the order is read
+        first. A part (split parcels, part of a sku order): /order/logisticsAddMultiPack with ``request_id`` =
+        the parcel's reference, whose repeat answers the first success without shipping twice. "Already
+        shipped" (60110, 70023) is judged by reading the order back."""
+        order_id = upload.order_external_id
+        try:
+            if upload.whole_order:
+                verdict = judge(PLATFORM, upload, await self.fetch_shipping(order_id))
+                if verdict is not None:
+                    return verdict
+                await self.client.order_logistics_add(order_id=order_id, company_code=upload.company,
+                                                      logistics_code=upload.tracking_number)
+                return ShipmentResult("uploaded", platform_ref=upload.tracking_number)
+            shipped = [{"shipped_order_id": line.external_line_id, "shipped_num": line.quantity}
+                       for line in upload.lines]
+            data = await self.client.order_logistics_add_multi_pack(order_id=order_id, request_id=upload.reference, packs=[{
+                "shipped_order_info": shipped, "logistics_code": upload.tracking_number,
+                "company_code": upload.company}])
+        except PermanentError as exc:
+            code = shipping.business_code(exc.code)
+            if code == shipping.UNDER_REVIEW:
+                raise TransientError(f"{exc.message}: the order is under risk review", platform=PLATFORM,
+                                     code=exc.code, retry_after_s=shipping.UNDER_REVIEW_RETRY_S) from exc
+            verdict = judge(PLATFORM, upload, await self.fetch_shipping(order_id))
+            if verdict is not None:
+                return verdict
+            what = "says the order is shipped already but shows no parcel of ours" if code in shipping.ALREADY_SHIPPED \
+                else "refused the shipment"
+            return ShipmentResult("failed", error=f"Douyin {what}: {exc.message}"[:1500])
+        packs = data.get("pack_list") or []
+        pack_id = next((str(p["pack_id"]) for p in packs if p.get("pack_id")), None)
+        return ShipmentResult("uploaded", platform_ref=pack_id or upload.tracking_number)
+
+    async def fetch_carriers(self) -> list[PlatformCarrier]:
+        rows = await self.client.order_logistics_company_list()
+        return [PlatformCarrier(company=str(row["code"]), name=str(row.get("name") or ""), code=str(row["code"]))
+                for row in rows if row.get("code")]

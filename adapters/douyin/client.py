@@ -112,6 +112,8 @@ class DouyinClient(GatewayClient):
         if body_error is not None:
             raise body_error
         data = body.get("data")
+        if isinstance(data, list):  # a bare list (/order/logisticsCompanyList)
+            return {"list": data}
         return data if isinstance(data, dict) else {}
 
     async def order_search_list(self, update_time_start: int, update_time_end: int, *, page: int,
@@ -138,6 +140,24 @@ class DouyinClient(GatewayClient):
         if aftersale_id is not None:
             params["aftersale_id"] = aftersale_id
         return await self.call("afterSale.List", params)
+
+    async def order_logistics_add(self, *, order_id: str, company_code: str, logistics_code: str) -> dict[str, Any]:
+        """Ship a whole shop order in one parcel (no idempotency key). ref: https://github.com/zsmhub/doudian-sdk/blob/93c52ff565c8841af997483e456b5f1739cb2c36/api/order_logisticsAdd/request/order_logisticsAdd_request.go"""
+        return await self.call("order.logisticsAdd", {"order_id": order_id, "company_code": company_code,
+                                                      "logistics_code": logistics_code})
+
+    async def order_logistics_add_multi_pack(self, *, order_id: str, packs: list[dict[str, Any]],
+                                             request_id: str) -> dict[str, Any]:
+        """Ship parcels of chosen sku orders and quantities; the same ``request_id`` again answers the first
+        success without shipping twice. ref: https://github.com/zsmhub/doudian-sdk/blob/93c52ff565c8841af997483e456b5f1739cb2c36/api/order_logisticsAddMultiPack/request/order_logisticsAddMultiPack_request.go"""
+        return await self.call("order.logisticsAddMultiPack", {"order_id": order_id, "pack_list": packs,
+                                                               "request_id": request_id})
+
+    async def order_logistics_company_list(self) -> list[dict[str, Any]]:
+        """Every courier with its ``code`` (what a shipment names). ref: https://github.com/zsmhub/doudian-sdk/blob/93c52ff565c8841af997483e456b5f1739cb2c36/api/order_logisticsCompanyList/response/order_logisticsCompanyList_response.go"""
+        data = await self.call("order.logisticsCompanyList", {})
+        rows = data.get("list", data.get("data"))
+        return [row for row in rows or [] if isinstance(row, dict)]
 
     async def sku_sync_stock(self, *, product_id: int, sku_id: int, stock_num: int) -> dict[str, Any]:
         """Set one sku's stock, full update (incremental=false). ref: https://github.com/zsmhub/doudian-sdk/blob/93c52ff565c8841af997483e456b5f1739cb2c36/api/sku_syncStock/request/sku_syncStock_request.go"""

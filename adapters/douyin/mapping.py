@@ -146,6 +146,9 @@ def order_from_douyin(raw: Mapping[str, Any]) -> OrderSnapshot:
         created_at=from_unix(raw.get("create_time")),
         paid_at=from_unix(raw.get("pay_time")),
         shipped_at=from_unix(raw.get("ship_time")),
+        # 预计发货时间: the shop order's, else the earliest of its sku orders (china.md 3.3).
+        ship_by=from_unix(raw.get("exp_ship_time")) or min(
+            (t for t in (from_unix(s.get("exp_ship_time")) for s in sku_orders) if t), default=None),
         delivered_at=delivered_at,
         updated_at=updated_at,
         raw=dict(raw),

@@ -19,6 +19,8 @@ from adapters.errors import PermanentError
 from adapters.gateway import BackwardPaging, GatewayAdapter, unix_bounds
 from adapters.pinduoduo import mapping
 from adapters.pinduoduo.client import PAGE_SIZE, PLATFORM, PddClient
+from adapters.base import Capability, PlatformCarrier, ShipmentResult, ShipmentUpload, ShippingState
+from adapters.shipping import judge
 from adapters.stock import push_each, refused
 
 AMOUNT_UNITS = ("yuan", "fen")
@@ -41,8 +43,19 @@ def _order_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _company_id(company: str) -> int | str:
+    # logistics_id / shipping_id are numbers in the SDK models; the carrier table keeps them as text.
+    return int(company) if company.isdigit() else company
+
+
+def _true(value: Any) -> bool:
+    return value is True or str(value).lower() in ("true", "1")
+
+
 class PinduoduoAdapter(GatewayAdapter):
     platform: ClassVar[str] = PLATFORM
+    capabilities: ClassVar[frozenset[Capability]] = GatewayAdapter.capabilities | {
+        Capability.SHIPMENTS, Capability.CARRIER_LIST, Capability.REPLACEMENT_SHIPMENTS}
     max_window: ClassVar[timedelta] = timedelta(minutes=30)  # both increment lists refuse more
     Credentials: ClassVar[type[BaseModel]] = PddCredentials
     Client = PddClient
@@ -127,3 +140,84 @@ class PinduoduoAdapter(GatewayAdapter):
         if answer.get("is_success") in (True, "true", 1):
             return None
         return refused(level, f"pdd.goods.quantity.update answered is_success={answer.get('is_success')!r}")
+
+    # --- shipments (operations.md 1.1) ----------------------------------------------------------
+
+    async def fetch_shipping(self, order_external_id: str) -> ShippingState:
+        info = await self.client.order_information(order_external_id)
+        order = info.get("order_info")
+        if not isinstance(order, dict) or not order:
+            raise PermanentError(f"PDD shows no order {order_external_id}", platform=PLATFORM)
+        return mapping.shipping_state(order)
+
+    async def upload_shipment(self, upload: ShipmentUpload) -> ShipmentResult:
+        """Read, then send. PDD ships an order under one main waybill (pdd.logistics.online.send, only while
+        it awaits shipment); our later parcels go on as extra waybills, which the buyer sees but which
+        change nothing. No error code for "already shipped" is documented (operations.md 1.1, 7), so after
+        any refusal the order is read again and our waybill there counts as uploaded."""
+        if upload.after_sales_id:
+            return await self._ship_replacement(upload)
+        state = await self.fetch_shipping(upload.order_external_id)
+        verdict = judge(PLATFORM, upload, state)
+        if verdict is not None:
+            return verdict
+        company = _company_id(upload.company)
+        if state.shipped:
+            if not state.parcels:
+                return ShipmentResult("failed", error=(
+                    f"PDD shows order {upload.order_external_id} shipped without a waybill ({state.status}): "
+                    f"parcel {upload.tracking_number} cannot be added to it"))
+            # The main waybill is one of ours: this parcel is an extra one. No read-back exists for extra
+            # waybills, so a retry after a lost answer may list it twice (UNCONFIRMED whether PDD dedupes).
+            answer = await self.client.order_upload_extra_logistics(
+                upload.order_external_id, [(company, upload.tracking_number)])
+            if _true(answer.get("success")):
+                return ShipmentResult("uploaded", platform_ref=f"extra:{upload.tracking_number}")
+            return ShipmentResult("failed", error=f"pdd.order.upload.extra.logistics answered success={answer.get('success')!r}")
+        try:
+            answer = await self.client.logistics_online_send(upload.order_external_id, company, upload.tracking_number)
+        except PermanentError as exc:
+            return await self._after_refusal(upload, f"pdd.logistics.online.send refused: {exc.message} (code {exc.code})")
+        if _true(answer.get("is_success")):
+            return ShipmentResult("uploaded", platform_ref=upload.tracking_number)
+        return await self._after_refusal(upload, f"pdd.logistics.online.send answered is_success={answer.get('is_success')!r}")
+
+    async def _after_refusal(self, upload: ShipmentUpload, refusal: str) -> ShipmentResult:
+        """A refused send may be our own earlier one whose answer was lost: the order says."""
+        verdict = judge(PLATFORM, upload, await self.fetch_shipping(upload.order_external_id))
+        return verdict or ShipmentResult("failed", error=refusal)
+
+    async def _ship_replacement(self, upload: ShipmentUpload) -> ShipmentResult:
+        """An exchange's replacement goes out through the after-sale (pdd.refund.exchange.shipping), since the
+        order itself shipped long ago; the after-sale's detail names the merchant's exchange waybill."""
+        order_sn, after_sales_id = upload.order_external_id, str(upload.after_sales_id)
+
+        async def shown() -> bool:
+            detail = await self.client.refund_information(after_sales_id, order_sn)
+            exchange = detail.get("exchange_shipping_detail") or {}
+            number = str(exchange.get("merchant_exchange_trunk_number") or "").strip()
+            return bool(number) and number.upper() == upload.tracking_number.strip().upper()
+
+        if await shown():
+            return ShipmentResult("uploaded", already=True)
+        try:
+            answer = await self.client.refund_exchange_shipping(
+                after_sales_id, order_sn, _company_id(upload.company), upload.carrier_name or upload.carrier,
+                upload.tracking_number)
+        except PermanentError as exc:
+            if await shown():
+                return ShipmentResult("uploaded", already=True)
+            return ShipmentResult("failed", error=f"pdd.refund.exchange.shipping refused: {exc.message} (code {exc.code})")
+        if _true(answer.get("succ")):
+            return ShipmentResult("uploaded", platform_ref=f"after-sale:{after_sales_id}")
+        if await shown():
+            return ShipmentResult("uploaded", already=True)
+        return ShipmentResult("failed", error=f"pdd.refund.exchange.shipping: {answer.get('message') or 'not done'}")
+
+    async def fetch_carriers(self) -> list[PlatformCarrier]:
+        """pdd.logistics.companies.get; companies PDD marks unavailable (``available`` 0) cannot ship."""
+        result = await self.client.logistics_companies()
+        rows = result.get("logistics_companies") or []
+        return [PlatformCarrier(company=str(row["id"]), name=str(row.get("logistics_company") or ""),
+                                code=str(row["code"]) if row.get("code") else None)
+                for row in rows if row.get("id") not in (None, "") and str(row.get("available", 1)) != "0"]

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections import Counter
 from functools import partial
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, Mapping
 
 from adapters.base import OrderLineSnapshot, OrderSnapshot, OrderStatus, RefundLineSnapshot, RefundSnapshot
 from adapters.base import RefundStatus, RestockType
+from adapters.base import ShippedParcel, ShippingState
 from adapters.errors import PayloadError
 from adapters.fields import as_int, ext_id, present
 from adapters.units import from_beijing, from_unix, from_unix_ms, to_minor
@@ -140,6 +141,7 @@ def map_order(raw: Mapping[str, Any]) -> OrderSnapshot:
             listing_ref=listing_ref,
         ))
 
+    paid_at = pdd_time(raw.get("pay_time"))
     return OrderSnapshot(
         platform=PLATFORM,
         external_id=order_sn,
@@ -149,12 +151,39 @@ def map_order(raw: Mapping[str, Any]) -> OrderSnapshot:
         platform_fee_minor=None,  # not in the order APIs; PDD bills fees in its daily bill
         lines=lines,
         created_at=pdd_time(raw.get("created_time")),
-        paid_at=pdd_time(raw.get("pay_time")),
+        paid_at=paid_at,
         shipped_at=pdd_time(raw.get("shipping_time")),
         delivered_at=pdd_time(raw.get("receive_time")),
+        ship_by=ship_by(raw.get("last_ship_time"), paid_at),
         updated_at=updated_at,
         raw=dict(raw),
     )
+
+
+SHIP_WITHIN = timedelta(hours=48)  # PDD's default promise: shipped within 48 hours of payment
+
+
+def ship_by(last_ship_time: Any, paid_at: datetime | None) -> datetime | None:
+    """``last_ship_time`` (承诺发货时间) where the order carries it, else 48 hours after payment [I: the
+    default promise; pre-sale goods and shops with other promises carry their own last_ship_time]."""
+    return pdd_time(last_ship_time) or (paid_at + SHIP_WITHIN if paid_at is not None else None)
+
+
+def shipping_state(raw: Mapping[str, Any]) -> ShippingState:
+    """What ``pdd.order.information.get`` shows of an order's shipping: its one main waybill
+    (``tracking_number`` with ``logistics_id``; extra parcels are not read back) and whether it can ship."""
+    state = _int(raw.get("order_status"), "order_status") if raw.get("order_status") not in (None, "") else 1
+    confirm = _int(raw.get("confirm_status"), "confirm_status") if raw.get("confirm_status") not in (None, "") else 1
+    refund = _int(raw.get("refund_status"), "refund_status") if raw.get("refund_status") not in (None, "") else 1
+    number = str(raw.get("tracking_number") or "").strip()
+    company = _id(raw.get("logistics_id"))
+    closed = None
+    if confirm == 2:
+        closed = "cancelled (confirm_status 2)"
+    elif refund == REFUND_SUCCEEDED and state == 1:
+        closed = "refunded before shipping (refund_status 4)"
+    return ShippingState(parcels=(ShippedParcel(number, company),) if number else (),
+                         shipped=state in (2, 3), closed=closed, status=f"order_status {state}")
 
 
 # after_sales_status (china.md 1.4). 10 退款成功 is the only "money went back" state.

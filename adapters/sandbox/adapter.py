@@ -10,11 +10,13 @@ import httpx
 from pydantic import BaseModel
 
 from adapters.base import AdapterBase, Capability, EmptyCredentials, OrderSnapshot, Page, PushResult, RefundSnapshot
+from adapters.base import ShipmentResult, ShipmentUpload, ShippedParcel, ShippingState
 from adapters.base import StockLevel, StoreContext, TimeWindow, WebhookDelivery, WebhookIdentity
 from adapters.errors import AdapterError, PermanentError
 from adapters.sandbox import webhooks
 from adapters.sandbox.client import PAGE_SIZE, INPROC_SCHEME, SandboxClient, client_for
 from adapters.sandbox.mapping import order_from_sandbox, refund_from_sandbox
+from adapters.shipping import judge
 from adapters.stock import failed
 
 PLATFORM = "sandbox"
@@ -28,7 +30,7 @@ class SandboxAdapter(AdapterBase):
     platform: ClassVar[str] = PLATFORM
     capabilities: ClassVar[frozenset[Capability]] = frozenset({
         Capability.ORDERS_PULL, Capability.REFUNDS_PULL, Capability.STOCK_PUSH, Capability.STOCK_READ,
-        Capability.WEBHOOKS, Capability.STOCK_COMPARE_AND_SET,
+        Capability.WEBHOOKS, Capability.STOCK_COMPARE_AND_SET, Capability.SHIPMENTS,
     })
     max_window: ClassVar[timedelta] = timedelta(days=7)  # the market has no limit; keeps resync jobs granular
     Credentials: ClassVar[type[BaseModel]] = EmptyCredentials
@@ -97,6 +99,29 @@ class SandboxAdapter(AdapterBase):
     async def fetch_stock(self, keys: list[StockLevel]) -> dict[str, int]:
         found = await self.client.get_stock([self._key(level) for level in keys])
         return {level.external_sku_key: found[self._key(level)] for level in keys if self._key(level) in found}
+
+    # --- shipments ------------------------------------------------------------------------------
+
+    async def fetch_shipping(self, order_external_id: str) -> ShippingState:
+        raw = await self.client.get_order(order_external_id)
+        if raw is None:
+            raise PermanentError(f"sandbox shows no order {order_external_id}", platform=PLATFORM)
+        parcels = tuple(ShippedParcel(s["tracking_number"], s.get("carrier"), tuple(s.get("lines") or ()))
+                        for s in raw.get("shipments") or [])
+        status = str(raw.get("status"))
+        return ShippingState(parcels=parcels, shipped=status in ("shipped", "delivered"),
+                             closed="cancelled" if status == "cancelled" else None, status=status)
+
+    async def upload_shipment(self, upload: ShipmentUpload) -> ShipmentResult:
+        verdict = judge(PLATFORM, upload, await self.fetch_shipping(upload.order_external_id))
+        if verdict is not None:
+            return verdict
+        try:
+            await self.client.upload_shipment(upload.order_external_id, upload.tracking_number, upload.company,
+                                              {line.external_line_id: line.quantity for line in upload.lines})
+        except PermanentError as exc:
+            return ShipmentResult("failed", error=f"sandbox refused the shipment: {exc.message}")
+        return ShipmentResult("uploaded", platform_ref=upload.tracking_number)
 
 
 _CONFLICT = re.compile(r"^conflict: stock is (\d+)")

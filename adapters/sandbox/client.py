@@ -34,6 +34,9 @@ class SandboxClient(Protocol):
 
     async def get_stock(self, sku_keys: list[str]) -> dict[str, int]: ...
 
+    async def upload_shipment(self, order_id: str, tracking_number: str, carrier: str,
+                              lines: dict[str, int]) -> dict[str, Any]: ...
+
 
 class InProcessClient:
     """Calls a registered SandboxMarket directly; the market is looked up on each call, so a store may
@@ -80,6 +83,13 @@ class InProcessClient:
         """Stock of the named listings. ref: adapters/sandbox/market.py SandboxMarket.stock_levels"""
         levels = self._market().stock_levels()
         return {key: levels[key] for key in sku_keys if key in levels}
+
+    async def upload_shipment(self, order_id, tracking_number, carrier, lines):
+        """A parcel of an order left. ref: adapters/sandbox/market.py SandboxMarket.upload_shipment"""
+        try:
+            return self._market().upload_shipment(order_id, tracking_number, carrier, lines)
+        except SandboxError as exc:
+            raise PermanentError(str(exc), platform=PLATFORM) from exc
 
 
 class HttpClient:
@@ -155,6 +165,19 @@ class HttpClient:
         """Stock of the named listings. ref: adapters/sandbox/server.py GET /stock"""
         body = await self._get("/stock", [("sku_key", key) for key in sku_keys])
         return {item["sku_key"]: int(item["quantity"]) for item in body.get("items") or []}
+
+    async def upload_shipment(self, order_id, tracking_number, carrier, lines):
+        """A parcel of an order left; the same tracking number again changes nothing, so a retry is safe.
+        ref: adapters/sandbox/server.py POST /orders/{id}/shipments"""
+        async def once() -> dict[str, Any]:
+            request = self.http.build_request("POST", f"{self.base_url}/orders/{order_id}/shipments", json={
+                "tracking_number": tracking_number, "carrier": carrier, "lines": lines})
+            response = await send(self.http, request, PLATFORM)
+            error = error_for_response(response, PLATFORM)
+            if error is not None:
+                raise error
+            return self._json(response)
+        return await with_retries(once)
 
 
 def client_for(base_url: str, http: httpx.AsyncClient, page_size: int = PAGE_SIZE) -> SandboxClient:

@@ -224,6 +224,31 @@ class SandboxMarket:
             self._emit(f"order.{status}", order)
             return copy.deepcopy(order)
 
+    def upload_shipment(self, order_id: str, tracking_number: str, carrier: str,
+                        lines: dict[str, int] | None = None) -> dict[str, Any]:
+        """A merchant says a parcel of the order left (``lines``: {line id: quantity}, default all). The same
+        tracking number again changes nothing; once parcels cover every line, the order is shipped."""
+        with self._lock:
+            order = self._order(order_id)
+            shipments = order.setdefault("shipments", [])
+            if any(s["tracking_number"] == tracking_number for s in shipments):
+                return copy.deepcopy(order)
+            if order["status"] not in ("paid", "shipped", "delivered"):
+                raise SandboxError(f"order {order_id} is {order['status']}: it cannot ship")
+            wanted = lines if lines is not None else {line["id"]: line["quantity"] for line in order["lines"]}
+            known = {line["id"] for line in order["lines"]}
+            if not wanted or set(wanted) - known:
+                raise SandboxError(f"order {order_id} has no line {sorted(set(wanted) - known)}")
+            shipments.append({"tracking_number": tracking_number, "carrier": carrier, "lines": dict(wanted)})
+            covered = {line["id"]: 0 for line in order["lines"]}
+            for shipment in shipments:
+                for line_id, quantity in shipment["lines"].items():
+                    covered[line_id] = covered.get(line_id, 0) + quantity
+            if order["status"] == "paid" and all(covered[line["id"]] >= line["quantity"] for line in order["lines"]):
+                return self._transition(order_id, {"paid"}, "shipped", "shipped_at")
+            self._touch_order(order, self._now())
+            return copy.deepcopy(order)
+
     def _order(self, order_id: str) -> dict[str, Any]:
         try:
             return self._orders[order_id]

@@ -1,7 +1,8 @@
 """The sandbox market over HTTP (a Starlette ASGI app) for other processes, and a webhook sender.
 
 Routes: GET /orders, GET /orders/{id}, GET /refunds, GET /refunds/{id} (lists take updated_min,
-updated_max, cursor, limit and answer {"items", "next_cursor"}), POST /stock, GET /stock.
+updated_max, cursor, limit and answer {"items", "next_cursor"}), POST /stock, GET /stock,
+POST /orders/{id}/shipments.
 """
 
 from __future__ import annotations
@@ -86,8 +87,27 @@ def create_app(market: SandboxMarket) -> Starlette:
             levels = {key: levels[key] for key in wanted if key in levels}
         return JSONResponse({"items": [{"sku_key": key, "quantity": qty} for key, qty in levels.items()]})
 
+    async def post_shipment(request: Request) -> JSONResponse:
+        try:
+            payload = await request.json()
+        except ValueError:
+            return _problem(400, "body is not JSON")
+        lines = payload.get("lines") if isinstance(payload, dict) else None
+        if (not isinstance(payload, dict) or not isinstance(payload.get("tracking_number"), str)
+                or not isinstance(payload.get("carrier"), str) or not isinstance(lines, dict)
+                or not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v > 0
+                           for k, v in lines.items())):
+            return _problem(400, "body needs tracking_number, carrier and lines {line id: quantity}")
+        try:
+            order = market.upload_shipment(request.path_params["id"], payload["tracking_number"],
+                                           payload["carrier"], lines)
+        except SandboxError as exc:
+            return _problem(409, str(exc))
+        return JSONResponse(order)
+
     return Starlette(routes=[
         Route("/orders", listing(market.orders_page), methods=["GET"]),
+        Route("/orders/{id}/shipments", post_shipment, methods=["POST"]),
         Route("/orders/{id}", single(market.get_order), methods=["GET"]),
         Route("/refunds", listing(market.refunds_page), methods=["GET"]),
         Route("/refunds/{id}", single(market.get_refund), methods=["GET"]),

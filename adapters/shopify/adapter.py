@@ -16,6 +16,9 @@ from adapters.errors import PermanentError
 from adapters.rest import RestAdapter
 from adapters.shopify import webhooks
 from adapters.shopify.client import INVENTORY_IDS_PER_CALL, PAGE_LIMIT, ShopifyClient
+from adapters.base import Capability, ShipmentResult, ShipmentUpload, ShippingState
+from adapters.shipping import closed, foreign_parcels, numbers, uploaded_already
+from adapters.shopify import shipping
 from adapters.shopify.mapping import PLATFORM, map_order, map_refund
 from adapters.stock import push_each
 
@@ -36,6 +39,7 @@ def _iso(moment) -> str:
 
 class ShopifyAdapter(RestAdapter):
     platform = PLATFORM
+    capabilities = RestAdapter.capabilities | {Capability.SHIPMENTS}
     Credentials = ShopifyCredentials
     client: ShopifyClient
 
@@ -147,6 +151,54 @@ class ShopifyAdapter(RestAdapter):
         item = await self._inventory_item(level)
         # A negative "sellable quantity" means nothing to a buyer; Shopify would show it as oversold.
         await self.client.set_inventory_level(self._location(level), item, max(0, level.quantity))
+
+    # -- shipments (operations.md 1.4) --------------------------------------------------------------
+
+    async def _shipping_order(self, order_id: str) -> dict[str, Any]:
+        order = (await self.client.graphql(shipping.SHIPPING_QUERY, {"id": shipping.order_gid(order_id)})).get("order")
+        if not isinstance(order, dict):
+            raise PermanentError(f"Shopify shows no order {order_id}", platform=PLATFORM)
+        return order
+
+    async def fetch_shipping(self, order_external_id: str) -> ShippingState:
+        return shipping.shipping_state(await self._shipping_order(order_external_id))
+
+    async def upload_shipment(self, upload: ShipmentUpload) -> ShipmentResult:
+        """Read the order, then ``fulfillmentCreate`` what our tracking number does not cover yet, over the open
+        fulfillment orders, one call per location; a line with too little left to fulfil fails the parcel
+        with the tracking numbers Shopify shows for it."""
+        order = await self._shipping_order(upload.order_external_id)
+        state = shipping.shipping_state(order)
+        if state.closed:
+            return closed(PLATFORM, upload, state)
+        plan = shipping.plan(upload, order)
+        if not plan.by_location and not plan.short:
+            return uploaded_already(",".join(plan.ours) or None)
+        if plan.short:
+            foreign = foreign_parcels(upload, state)
+            missing = ", ".join(f"{units} of line {line}" for line, units in sorted(plan.short.items()))
+            shown = f"; its fulfillments carry tracking number {numbers(foreign)}" if foreign else ""
+            return ShipmentResult("failed", error=(
+                f"Shopify has nothing left to fulfil for {missing}{shown}; ours is {upload.tracking_number} "
+                f"({upload.carrier}). Check the order in Shopify, then retry the shipment"))
+        created = list(plan.ours)
+        for location, orders in plan.by_location.items():
+            # Sent once: a repeat after a lost answer could fulfil the units twice (no idempotency key).
+            answer = await self.client.graphql(shipping.FULFILLMENT_CREATE,
+                                               {"fulfillment": shipping.fulfillment_input(upload, orders)}, attempts=1)
+            payload = answer.get("fulfillmentCreate") or {}
+            errors = payload.get("userErrors") or []
+            fulfillment = payload.get("fulfillment") or {}
+            if errors or not fulfillment.get("id"):
+                # An in-call repeat of a create whose answer was lost is refused (nothing left to fulfil):
+                # the order read again says whether our tracking number covers the parcel now.
+                again = shipping.plan(upload, await self._shipping_order(upload.order_external_id))
+                if not again.by_location and not again.short:
+                    return uploaded_already(",".join(again.ours) or None)
+                done = f" (fulfillments {', '.join(created)} were created before it)" if created else ""
+                return ShipmentResult("failed", error=f"fulfillmentCreate refused: {errors or 'no fulfillment'}{done}"[:1500])
+            created.append(str(fulfillment["id"]))
+        return ShipmentResult("uploaded", platform_ref=",".join(created))
 
     async def fetch_stock(self, keys: list[StockLevel]) -> dict[str, int]:
         wanted: dict[tuple[str, str], list[str]] = {}  # (location, item) -> sku keys

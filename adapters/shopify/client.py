@@ -10,7 +10,8 @@ from typing import Any
 
 import httpx
 
-from adapters.errors import PermanentError
+from adapters.errors import PermanentError, ThrottledError
+from adapters.http import IN_CALL_ATTEMPTS
 from adapters.rest import RestClient, Sleep
 
 log = logging.getLogger("coopsync.adapters.shopify")
@@ -20,6 +21,7 @@ PAGE_LIMIT = 250  # orders per page; Shopify's maximum
 INVENTORY_IDS_PER_CALL = 50  # inventory_item_ids accepted by one inventory_levels.json call
 BUCKET_HEADROOM = 5  # calls; below this many free slots we wait for the bucket to drain
 LEAK_RATE_PER_S = 2.0  # calls per second on standard plans (Advanced 4, Plus 20): the safe assumption
+GRAPHQL_THROTTLE_WAIT_S = 1.0  # seconds; a throttled query's cost refills at 50-100 points a second
 
 
 def _page_info(response: httpx.Response) -> str | None:
@@ -63,6 +65,13 @@ class ShopifyClient(RestClient):
             self._bucket = None  # drained by now; the next answer tells us the new level
 
     def _checked(self, request: httpx.Request, data: Any) -> Any:
+        if request.url.path.endswith("/graphql.json") and isinstance(data, dict) and data.get("errors"):
+            errors = data["errors"] if isinstance(data["errors"], list) else [data["errors"]]
+            codes = {str((e.get("extensions") or {}).get("code")) for e in errors if isinstance(e, dict)}
+            if "THROTTLED" in codes:
+                # GraphQL spends cost points, not calls: a throttled query answers 200 with THROTTLED.
+                raise ThrottledError("GraphQL query throttled", platform=PLATFORM, retry_after_s=GRAPHQL_THROTTLE_WAIT_S)
+            raise PermanentError(f"GraphQL errors: {errors}"[:1000], platform=PLATFORM)
         if isinstance(data, dict) and data.get("errors"):
             # Shopify reports validation failures as {"errors": ...}; a 2xx carrying one is still a failure.
             raise PermanentError(f"{request.url.path}: {data['errors']}", platform=PLATFORM)
@@ -109,3 +118,10 @@ class ShopifyClient(RestClient):
             if page_info is None:
                 return levels
             params = {"page_info": page_info, "limit": PAGE_LIMIT}
+
+    async def graphql(self, query: str, variables: dict[str, Any], *, attempts: int = IN_CALL_ATTEMPTS) -> dict[str, Any]:
+        """POST graphql.json; the answer's ``data``. ``attempts`` 1 for a mutation without an idempotency key.
+        ref: https://shopify.dev/docs/api/admin-graphql"""
+        data, _ = await self._call("POST", "graphql.json", body={"query": query, "variables": variables},
+                                   attempts=attempts)
+        return (data or {}).get("data") or {}

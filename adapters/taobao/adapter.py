@@ -16,6 +16,10 @@ from adapters.gateway import BackwardPaging, GatewayAdapter
 from adapters.stock import push_each, refused
 from adapters.taobao import mapping
 from adapters.taobao.client import PAGE_SIZE, PLATFORM, TopClient
+from adapters.base import Capability, PlatformCarrier, ShipmentResult, ShipmentUpload, ShippingState
+from adapters.errors import PermanentError, TransientError
+from adapters.shipping import judge
+from adapters.taobao import shipping
 from adapters.units import to_beijing_str
 
 PAGING = BackwardPaging(PLATFORM, PAGE_SIZE, total_key="total_results")
@@ -35,6 +39,11 @@ def _mapped(result: dict[str, Any], key: str, map_one: Callable[[dict[str, Any]]
     return map_one(found) if isinstance(found, dict) and found else None
 
 
+def _sub_code(exc: PermanentError, suffix: str) -> bool:
+    """Whether TOP's sub_code (kept in the message) is a logistics ``…-service-error:<suffix>``."""
+    return f"-service-error:{suffix}" in exc.message
+
+
 def _beijing_bounds(window: TimeWindow) -> tuple[str, str]:
     end: datetime = window.end
     if end.microsecond:
@@ -45,6 +54,8 @@ def _beijing_bounds(window: TimeWindow) -> tuple[str, str]:
 
 class TaobaoAdapter(GatewayAdapter):
     platform: ClassVar[str] = PLATFORM
+    capabilities: ClassVar[frozenset[Capability]] = GatewayAdapter.capabilities | {
+        Capability.SHIPMENTS, Capability.CARRIER_LIST}
     max_window: ClassVar[timedelta] = timedelta(days=1)  # the documented limit; 30 min recommended
     Credentials: ClassVar[type[BaseModel]] = TaobaoCredentials
     Client = TopClient
@@ -93,3 +104,52 @@ class TaobaoAdapter(GatewayAdapter):
         if isinstance(answer.get("item"), dict):
             return None
         return refused(level, "taobao.item.quantity.update answered without an item")
+
+    # --- shipments (operations.md 1.2) ----------------------------------------------------------
+
+    async def fetch_shipping(self, order_external_id: str) -> ShippingState:
+        trade = (await self.client.trade_shipping_get(order_external_id)).get("trade")
+        if not isinstance(trade, dict) or not trade:
+            raise PermanentError(f"TOP shows no trade {order_external_id}", platform=PLATFORM)
+        return shipping.shipping_state(trade)
+
+    async def upload_shipment(self, upload: ShipmentUpload) -> ShipmentResult:
+        """Read, then send: the whole trade in one parcel through taobao.logistics.offline.send; a part (some
+        sub-orders, or part of one) through alibaba.ascp.logistics.offline.send, new chain. TOP has no
+        idempotency key; ``B04`` ("already shipped or closed") is judged by reading the trade again."""
+        tid = upload.order_external_id
+        state = await self.fetch_shipping(tid)
+        verdict = judge(PLATFORM, upload, state)
+        if verdict is not None:
+            return verdict
+        try:
+            if upload.whole_order and not state.shipped:
+                answer = await self.client.logistics_offline_send(tid, upload.tracking_number, upload.company)
+                done = (answer.get("shipping") or {}).get("is_success")
+            else:
+                goods = [{"sub_tid": line.external_line_id, "num": line.quantity} for line in upload.lines]
+                answer = await self.client.ascp_logistics_offline_send(tid, [{
+                    "company_code": upload.company, "out_sid": upload.tracking_number, "goods": goods}])
+                done = (answer.get("result") or {}).get("success")
+        except PermanentError as exc:
+            if _sub_code(exc, "B150"):
+                # "发货异常，请稍等后重试": TOP asks for a retry later.
+                raise TransientError(exc.message, platform=PLATFORM, code=exc.code, retry_after_s=60.0) from exc
+            refusal = f"TOP refused the shipment: {exc.message}"
+            if _sub_code(exc, "B04"):
+                refusal = f"TOP says the trade is already shipped or closed (B04) but shows no waybill of ours: {exc.message}"
+            return await self._after_refusal(upload, refusal)
+        if done is True or str(done).lower() == "true":
+            return ShipmentResult("uploaded", platform_ref=upload.tracking_number)
+        return await self._after_refusal(upload, f"TOP answered the shipment without success: {answer}")
+
+    async def _after_refusal(self, upload: ShipmentUpload, refusal: str) -> ShipmentResult:
+        # B04 also means "closed", so it counts as uploaded only when the trade shows our waybill.
+        verdict = judge(PLATFORM, upload, await self.fetch_shipping(upload.order_external_id))
+        return verdict or ShipmentResult("failed", error=refusal[:1500])
+
+    async def fetch_carriers(self) -> list[PlatformCarrier]:
+        result = await self.client.logistics_companies_get()
+        rows = mapping.unwrap_list(result.get("logistics_companies"), "logistics_company")
+        return [PlatformCarrier(company=str(row["code"]), name=str(row.get("name") or ""), code=str(row["code"]))
+                for row in rows if row.get("code")]

@@ -44,6 +44,11 @@ TRADE_FIELDS = ",".join([
     "orders.adjust_fee", "orders.discount_fee", "orders.status", "orders.refund_status", "orders.refund_id",
     "orders.consign_time", "orders.end_time",
 ])
+# What a shipment upload reads back: every sub-order's waybill and carrier (operations.md 1.2).
+SHIPPING_FIELDS = ",".join([
+    "tid", "tid_str", "status", "consign_time", "orders.oid", "orders.oid_str", "orders.status", "orders.num",
+    "orders.consign_time", "orders.invoice_no", "orders.logistics_company",
+])
 REFUND_FIELDS = ",".join([
     "refund_id", "tid", "oid", "status", "refund_fee", "total_fee", "payment", "num", "num_iid", "outer_id",
     "sku", "title", "good_status", "has_good_return", "refund_phase", "refund_version", "order_status",
@@ -144,3 +149,29 @@ class TopClient(GatewayClient):
             "type": 1,  # full: set, not add (the parameter is ``type``, not ``update_type``)
         })
         return self.unwrap(body, "item_quantity_update_response")
+
+    # --- shipments (operations.md 1.2) -----------------------------------------------------------
+
+    async def trade_shipping_get(self, tid: str) -> dict[str, Any]:
+        """taobao.trade.fullinfo.get with the shipping fields only; ref: https://open.taobao.com/api.htm?docId=54&docType=2"""
+        body = await self.call("taobao.trade.fullinfo.get", {"fields": SHIPPING_FIELDS, "tid": tid})
+        return self.unwrap(body, "trade_fullinfo_get_response")
+
+    async def logistics_offline_send(self, tid: str, out_sid: str, company_code: str) -> dict[str, Any]:
+        """taobao.logistics.offline.send (自己联系物流发货), the whole trade; ref: https://open.taobao.com/api.htm?docId=10690&docType=2"""
+        body = await self.call("taobao.logistics.offline.send", {"tid": tid, "out_sid": out_sid,
+                                                                 "company_code": company_code}, attempts=1)
+        return self.unwrap(body, "logistics_offline_send_response")
+
+    async def ascp_logistics_offline_send(self, tid: str, packages: list[dict[str, Any]]) -> dict[str, Any]:
+        """alibaba.ascp.logistics.offline.send, new chain (``consign_type`` 1): parcels of chosen sub-orders and
+        quantities; ref: https://open.taobao.com/api.htm?docId=54934&docType=2"""
+        body = await self.call("alibaba.ascp.logistics.offline.send", {"tid": tid, "consign_type": 1,
+                                                                       "consign_pkgs": packages}, attempts=1)
+        return self.unwrap(body, "alibaba_ascp_logistics_offline_send_response")
+
+    async def logistics_companies_get(self) -> dict[str, Any]:
+        """taobao.logistics.companies.get, the couriers of self-arranged shipping; ref: https://open.taobao.com/api.htm?docId=233&docType=2"""
+        body = await self.call("taobao.logistics.companies.get", {"fields": "id,code,name,reg_mail_no",
+                                                                  "order_mode": "offline"})
+        return self.unwrap(body, "logistics_companies_get_response")

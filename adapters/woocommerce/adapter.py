@@ -18,6 +18,9 @@ from adapters.stock import Halt, failed, push_result
 from adapters.woocommerce import webhooks
 from adapters.woocommerce.client import BATCH_LIMIT, PER_PAGE, WooClient
 from adapters.woocommerce.mapping import PLATFORM, map_order, map_refund
+from adapters.base import Capability, ShipmentResult, ShipmentUpload, ShippingState
+from adapters.shipping import judge
+from adapters.woocommerce import shipping
 
 # What fetch_refunds and fetch_refund need of an order: enough for the currency and the restock decision.
 REFUND_ORDER_FIELDS = "id,currency,status,date_completed_gmt,refunds"
@@ -49,6 +52,7 @@ def _page_from_cursor(cursor: str | None) -> int:
 
 class WooCommerceAdapter(RestAdapter):
     platform = PLATFORM
+    capabilities = RestAdapter.capabilities | {Capability.SHIPMENTS}
     Credentials = WooCommerceCredentials
     client: WooClient
 
@@ -225,6 +229,59 @@ class WooCommerceAdapter(RestAdapter):
             for i in range(0, len(ids), PER_PAGE):
                 record(await self.client.list_variations(parent, ids[i:i + PER_PAGE]), wanted)
         return found
+
+    # -- shipments (operations.md 1.5) --------------------------------------------------------------
+
+    async def _trackings(self, order_id: str) -> list[dict[str, Any]] | None:
+        """The Shipment Tracking extension's items of an order; None where the shop does not have it."""
+        try:
+            return await self.client.list_trackings(order_id)
+        except PermanentError as exc:
+            if exc.code == "rest_no_route":
+                return None
+            raise
+
+    async def _order(self, order_id: str) -> dict[str, Any]:
+        order = await self.client.get_order(order_id)
+        if order is None:
+            raise PermanentError(f"WooCommerce shows no order {order_id}", platform=PLATFORM)
+        return order
+
+    async def fetch_shipping(self, order_external_id: str) -> ShippingState:
+        order = await self._order(order_external_id)
+        return shipping.shipping_state(order, await self._trackings(order_external_id))
+
+    async def upload_shipment(self, upload: ShipmentUpload) -> ShipmentResult:
+        """Read, then write each part that is missing, so a retry after a lost answer adds nothing twice: the
+        tracking item (the extension's REST where the shop has it, else the order meta and a customer note),
+        then, once our parcels hold the whole order, status ``completed`` (which mails the buyer)."""
+        order_id = upload.order_external_id
+        order = await self._order(order_id)
+        trackings = await self._trackings(order_id)
+        verdict = judge(PLATFORM, upload, shipping.shipping_state(order, trackings))
+        if verdict is not None and verdict.status == "failed":
+            return verdict
+        complete = upload.completes_order and order.get("status") != "completed"
+        ref = "tracking"
+        if trackings is not None:
+            if verdict is None:
+                created = await self.client.create_tracking(order_id, shipping.tracking_item(upload))
+                ref = f"tracking:{created.get('tracking_id') or upload.tracking_number}"
+            if complete:
+                await self.client.update_order(order_id, {"status": "completed"})
+        else:
+            ref = "meta"
+            changes: dict[str, Any] = {}
+            if verdict is None:
+                items = shipping.meta_items(order) + [shipping.meta_item(upload)]
+                changes["meta_data"] = [{"key": shipping.TRACKING_META_KEY, "value": items}]
+            if complete:
+                changes["status"] = "completed"
+            if changes:
+                await self.client.update_order(order_id, changes)
+            if not shipping.has_note(await self.client.list_notes(order_id), upload):
+                await self.client.create_note(order_id, shipping.note_text(upload))
+        return ShipmentResult("uploaded", platform_ref=ref, already=verdict is not None)
 
 
 def _ids(level: StockLevel) -> tuple[str, str | None]:

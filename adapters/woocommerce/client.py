@@ -34,6 +34,8 @@ class WooClient(RestClient):
                  sleep: Sleep = asyncio.sleep) -> None:
         token = base64.b64encode(f"{consumer_key}:{consumer_secret}".encode()).decode("ascii")
         super().__init__(http, f"{base_url.rstrip('/')}/wp-json/wc/v3/", {"Authorization": f"Basic {token}"}, sleep)
+        # The official Shipment Tracking extension's own namespace (operations.md 1.5).
+        self.tracking_root = f"{base_url.rstrip('/')}/wp-json/wc-shipment-tracking/v3/"
 
     def _missing(self, request: httpx.Request, response: httpx.Response, none_on_404: bool) -> bool:
         if response.status_code != 404:
@@ -118,3 +120,34 @@ class WooClient(RestClient):
         params = {"include": ",".join(variation_ids), "per_page": PER_PAGE, "_fields": "id,manage_stock,stock_quantity"}
         data, _ = await self._call("GET", f"products/{product_id}/variations", params=params)
         return list(data or [])
+
+    # --- shipments (operations.md 1.5) -----------------------------------------------------------
+
+    async def list_trackings(self, order_id: str) -> list[dict[str, Any]]:
+        """GET the Shipment Tracking extension's items of an order; raises PermanentError ``rest_no_route`` where
+        the extension is not installed. ref: https://woocommerce.com/document/shipment-tracking/shipment-tracking-rest-api-create-tracking-item/"""
+        data, _ = await self._call("GET", f"orders/{order_id}/shipment-trackings", root=self.tracking_root)
+        return list(data or []) if isinstance(data, list) else []
+
+    async def create_tracking(self, order_id: str, item: dict[str, Any]) -> dict[str, Any]:
+        """POST a tracking item (``tracking_number``, ``custom_tracking_provider``, ``custom_tracking_link``,
+        ``date_shipped``). ref: https://woocommerce.com/document/shipment-tracking/shipment-tracking-rest-api-create-tracking-item/"""
+        data, _ = await self._call("POST", f"orders/{order_id}/shipment-trackings", body=item, root=self.tracking_root,
+                                   attempts=1)
+        return data or {}
+
+    async def update_order(self, order_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """PUT orders/{id} (status, meta_data). ref: https://woocommerce.github.io/woocommerce-rest-api-docs/#update-an-order"""
+        data, _ = await self._call("PUT", f"orders/{order_id}", body=changes)
+        return data or {}
+
+    async def list_notes(self, order_id: str) -> list[dict[str, Any]]:
+        """GET orders/{id}/notes. ref: https://woocommerce.github.io/woocommerce-rest-api-docs/#list-all-order-notes"""
+        data, _ = await self._call("GET", f"orders/{order_id}/notes", params={"type": "customer"})
+        return list(data or []) if isinstance(data, list) else []
+
+    async def create_note(self, order_id: str, note: str, *, customer_note: bool = True) -> dict[str, Any]:
+        """POST orders/{id}/notes. ref: https://woocommerce.github.io/woocommerce-rest-api-docs/#create-an-order-note"""
+        data, _ = await self._call("POST", f"orders/{order_id}/notes", body={"note": note, "customer_note": customer_note},
+                                   attempts=1)
+        return data or {}

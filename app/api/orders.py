@@ -13,6 +13,8 @@ from app.api.schemas import InboxItemPublic, OrderLinePublic, OrderPublic, Page,
 from app.errors import Problem
 from app.models import InboxItem, Order, OrderLine, Refund, RefundLine, Sku
 from app.pagination import MAX_LIMIT, keyset_page
+from app.api.shipments import ship_by_page, shipments_by_order
+from app.services.shipments import to_ship_clause
 from app.services.apply import replay
 
 router = APIRouter(prefix="/v1", tags=["orders"])
@@ -33,14 +35,19 @@ async def orders_of(session: AsyncSession, orders: list[Order]) -> list[OrderPub
         of_orders = select(Refund).where(Refund.order_id.in_(ids)).order_by(Refund.id)
         for refund in (await session.execute(of_orders)).scalars():
             refunds[refund.order_id].append(refund)
-    return [OrderPublic.of(o, lines[o.id], refunds[o.id]) for o in orders]
+    shipments = await shipments_by_order(session, ids)
+    return [OrderPublic.of(o, lines[o.id], refunds[o.id], shipments[o.id]) for o in orders]
 
 
 @router.get("/orders")
 async def list_orders(db: DbDep, _: OrdersRead, limit: Limit = 100, cursor: str | None = None,
                       store_id: IdValue | None = None, status: str | None = None, unbound: bool | None = None,
-                      oversold: bool | None = None, external_id: str | None = None) -> Page[OrderPublic]:
+                      oversold: bool | None = None, external_id: str | None = None,
+                      to_ship: bool | None = None) -> Page[OrderPublic]:
+    """``?to_ship=true``: what the warehouse still has to ship, the earliest ship-by deadline first."""
     stmt = select(Order)
+    if to_ship is not None:
+        stmt = stmt.where(to_ship_clause() if to_ship else ~to_ship_clause())
     if store_id is not None:
         stmt = stmt.where(Order.store_id == store_id)
     if status:
@@ -52,7 +59,10 @@ async def list_orders(db: DbDep, _: OrdersRead, limit: Limit = 100, cursor: str 
     if external_id:
         stmt = stmt.where(Order.external_id == external_id)
     async with db.read() as session:
-        rows, next_cursor = await keyset_page(session, stmt, Order.id, limit=limit, cursor=cursor)
+        if to_ship:
+            rows, next_cursor = await ship_by_page(session, stmt, limit=limit, cursor=cursor)
+        else:
+            rows, next_cursor = await keyset_page(session, stmt, Order.id, limit=limit, cursor=cursor)
         return Page[OrderPublic](items=await orders_of(session, rows), next_cursor=next_cursor)
 
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Generic, Iterable, Literal, Self, TypeVar
 
 from pydantic import (AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, StrictInt,
@@ -11,6 +11,10 @@ from pydantic import (AfterValidator, AwareDatetime, BaseModel, ConfigDict, Fiel
 
 from app.models import (DeliveryAttempt, InboxItem, Listing, Order, OrderLine, Refund, RefundLine, Resync, Settlement,
                         Sku, StockMovement, Store, StoreSettings)
+
+from pydantic import model_validator
+
+from app.models import Carrier, CarrierCode, Shipment, ShipmentLine
 
 T = TypeVar("T")
 
@@ -297,6 +301,132 @@ class OrderLinePublic(_PublicModel):
             "shipped": line.shipped_qty, "restocked": line.restocked_qty, "oversold": line.oversold_qty})
 
 
+# -- shipments and carriers ----------------------------------------------------------------------
+
+
+def _carrier_code(value: str) -> str:
+    return value.upper()
+
+
+# The cooperative's code of a courier (SF, ZTO, ...); matched without case.
+CarrierCodeValue = Annotated[StrictStr, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]*$"),
+                             AfterValidator(_carrier_code)]
+TrackingNumber = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")]
+EARLIEST_SHIPMENT = datetime(2000, 1, 1, tzinfo=timezone.utc)
+SHIPMENT_CLOCK_SKEW = timedelta(days=1)  # a warehouse clock may run ahead; a parcel from the future may not
+
+
+def _shipped_at(value: datetime | None) -> datetime | None:
+    if value is not None and not (EARLIEST_SHIPMENT <= value <= datetime.now(timezone.utc) + SHIPMENT_CLOCK_SKEW):
+        raise ValueError("shipped_at must lie between 2000-01-01 and now")
+    return value
+
+
+class ShipmentLineCreate(_RequestBody):
+    line_id: Annotated[StrictInt, Field(ge=1, le=MAX_ID, description="an id from the order's lines")]
+    quantity: Annotated[StrictInt, Field(ge=1, le=10_000_000)]
+
+
+class ShipmentCreate(_RequestBody):
+    """One parcel: ``lines`` omitted ships every unit of the order not in a parcel yet."""
+
+    carrier: CarrierCodeValue
+    tracking_number: TrackingNumber
+    lines: Annotated[list[ShipmentLineCreate], Field(min_length=1, max_length=500)] | None = None
+    shipped_at: Annotated[AwareDatetime | None, AfterValidator(_shipped_at)] = None
+
+    @model_validator(mode="after")
+    def _lines_once(self) -> Self:
+        if self.lines is not None and len({line.line_id for line in self.lines}) != len(self.lines):
+            raise ValueError("lines: each line_id once")
+        return self
+
+
+class ShipmentLinePublic(_PublicModel):
+    line_id: int = Field(description="the order line")
+    quantity: int
+
+
+class ShipmentPublic(_PublicModel):
+    """``pending``: being uploaded; ``uploaded``: the platform has it; ``failed``: the platform refused it or
+    shows another tracking number (``error`` says which), an operator decides; ``dead``: retries used up."""
+
+    id: int
+    order_id: int
+    store_id: int
+    carrier: str
+    tracking_number: str
+    lines: list[ShipmentLinePublic]
+    status: Literal["pending", "uploaded", "failed", "dead"]
+    attempts: int
+    platform_ref: str | None = Field(description="the platform's id of the parcel, where it gives one")
+    error: str | None
+    uploaded_at: Timestamp | None
+    shipped_at: Timestamp
+    created_at: Timestamp
+    updated_at: Timestamp
+
+    @classmethod
+    def of(cls, shipment: Shipment, lines: Iterable[ShipmentLine]) -> Self:
+        return cls.model_validate({
+            "id": shipment.id, "order_id": shipment.order_id, "store_id": shipment.store_id,
+            "carrier": shipment.carrier, "tracking_number": shipment.tracking_number,
+            "lines": [{"line_id": line.order_line_id, "quantity": line.quantity} for line in lines],
+            "status": shipment.status, "attempts": shipment.attempts, "platform_ref": shipment.platform_ref,
+            "error": shipment.error, "uploaded_at": shipment.uploaded_at, "shipped_at": shipment.shipped_at,
+            "created_at": shipment.created_at, "updated_at": shipment.updated_at})
+
+
+class ShipmentAttemptPublic(_PublicModel):
+    attempt_no: int
+    started_at: Timestamp
+    duration_ms: int | None
+    outcome: str = Field(description="in_flight, uploaded, failed, retry, waiting or dead")
+    error_kind: str | None
+    detail: str | None
+
+
+class ShipmentDetail(ShipmentPublic):
+    attempt_history: list[ShipmentAttemptPublic]
+
+
+class CarrierCodePublic(_PublicModel):
+    company: str = Field(description="the platform's id or code of the carrier (what an upload names)")
+    company_name: str | None = Field(description="the platform's own name for it, where read from its list")
+    source: Literal["builtin", "platform", "operator"]
+    updated_at: Timestamp
+
+
+class CarrierPublic(_PublicModel):
+    code: str
+    name: str
+    tracking_url: str | None = Field(description="``{number}`` stands for the tracking number")
+    builtin: bool
+    platforms: dict[str, CarrierCodePublic]
+
+    @classmethod
+    def of(cls, carrier: Carrier, codes: Iterable[CarrierCode]) -> Self:
+        return cls.model_validate({
+            "code": carrier.code, "name": carrier.name, "tracking_url": carrier.tracking_url,
+            "builtin": carrier.builtin, "platforms": {c.platform: {
+                "company": c.company, "company_name": c.company_name, "source": c.source,
+                "updated_at": c.updated_at} for c in codes}})
+
+
+PlatformName = Annotated[StrictStr, Field(min_length=1, max_length=32, pattern=r"^[a-z0-9_\-]+$")]
+
+
+class CarrierUpdate(_RequestBody):
+    """A carrier by code; a new code needs a ``name``. ``platforms`` maps a platform to its company id or
+    code for the carrier (``null`` removes it); what is set here wins over the platforms' own lists."""
+
+    code: CarrierCodeValue
+    name: Annotated[StrictStr, Field(min_length=1, max_length=128)] | None = None
+    tracking_url: Annotated[StrictStr, Field(min_length=1, max_length=512, pattern=r"^https?://")] | None = None
+    platforms: dict[PlatformName, Annotated[StrictStr, Field(min_length=1, max_length=128)] | None] = Field(
+        default_factory=dict, max_length=50)
+
+
 class OrderRefundPublic(_PublicModel):
     """A refund of an order, in brief (``GET /v1/refunds`` has it whole)."""
 
@@ -328,9 +458,12 @@ class OrderPublic(_PublicModel):
     oversold: bool
     unbound: bool
     seen_via: str
+    ship_by: Timestamp | None = Field(description="the platform's deadline for shipping it, where it sets one")
+    shipments: list[ShipmentPublic] = Field(description="our parcels of it (POST /v1/orders/{id}/shipments)")
 
     @classmethod
-    def of(cls, order: Order, lines: list[OrderLinePublic], refunds: Iterable[Refund]) -> OrderPublic:
+    def of(cls, order: Order, lines: list[OrderLinePublic], refunds: Iterable[Refund],
+           shipments: Iterable[ShipmentPublic] = ()) -> OrderPublic:
         return cls.model_validate({
             "id": order.id, "store_id": order.store_id, "platform": order.platform,
             "external_id": order.external_id, "status": order.status, "currency": order.currency,
@@ -340,7 +473,7 @@ class OrderPublic(_PublicModel):
             "shipped_at": order.shipped_at, "delivered_at": order.delivered_at,
             "cancelled_at": order.cancelled_at, "updated_at": order.platform_updated_at,
             "settlement_id": order.settlement_id, "oversold": order.oversold, "unbound": order.has_unbound,
-            "seen_via": order.seen_via})
+            "seen_via": order.seen_via, "ship_by": order.ship_by, "shipments": list(shipments)})
 
 
 class RefundLinePublic(_PublicModel):

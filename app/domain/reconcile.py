@@ -164,6 +164,7 @@ async def upsert_order(session: AsyncSession, store: Store, snap: OrderSnapshot,
     order.shipped_at = snap.shipped_at or order.shipped_at
     order.delivered_at = snap.delivered_at or order.delivered_at
     order.cancelled_at = snap.cancelled_at or order.cancelled_at
+    order.ship_by = snap.ship_by or order.ship_by
     if snap.status == OrderStatus.DELIVERED and order.delivered_at is None:
         order.delivered_at = snap.updated_at  # the platform's completion time is the best we know
     if snap.status in (OrderStatus.SHIPPED, OrderStatus.DELIVERED) and order.shipped_at is None:
@@ -245,12 +246,20 @@ async def _link_waiting_refunds(session: AsyncSession, store: Store, order: Orde
         await _apply_refund_effects(session, order, refund)
 
 
-def _target(order: Order, line: OrderLine) -> tuple[int, int]:
-    """(units that should have left on-hand, units that should be reserved) for this line now."""
+def _target(order: Order, line: OrderLine, ours: bool = False) -> tuple[int, int]:
+    """(units that should have left on-hand, units that should be reserved) for this line now.
+
+    ``ours``: the order has a shipment of ours. Then what our shipments cover is what shipped, and the
+    platform's status moves nothing (it may mark the whole order shipped after the first parcel); without
+    one, the platform's status decides. Both reach the same cause keys, so whichever comes first takes
+    the goods from on-hand and the other finds them gone."""
     effective = max(0, line.quantity - line.released_qty)  # refunded before shipping: never reserved again
     status = OrderStatus(order.status)
     if status == OrderStatus.PENDING:
         return line.shipped_qty, 0
+    if ours and status != OrderStatus.CANCELLED:
+        shipped = max(line.shipped_qty, min(effective, line.shipment_qty))
+        return shipped, max(0, effective - shipped)
     if status == OrderStatus.PAID:
         shipped = max(line.shipped_qty, min(effective, line.shipped_quantity or 0))
         return shipped, max(0, effective - shipped)
@@ -267,10 +276,12 @@ async def apply_stock_effects(session: AsyncSession, order: Order, lines: list[O
             select(OrderLine).where(OrderLine.order_id == order.id).order_by(OrderLine.line_no)
         )).scalars().all()
     oversold = False
+    # Our shipments decide a line once the order has one.
+    ours = any(line.shipment_qty for line in lines)
     for line in lines:
         if line.sku_id is None:
             continue
-        want_shipped, want_reserved = _target(order, line)
+        want_shipped, want_reserved = _target(order, line, ours)
         if want_shipped > line.shipped_qty:
             await _ship(session, order, line, want_shipped - line.shipped_qty)
         if want_reserved < line.reserved_qty:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from app.jobs.catalogue import CATALOGUE, JobSpec
+from app.services import carriers, shipments  # noqa: F401 - they register
 from app.services import apply, dividends, drift, maintenance, pull, push, settlement  # noqa: F401 - they register
 
 

@@ -22,7 +22,7 @@ def test_class_attributes_are_declared():
     assert WooCommerceAdapter.platform == "woocommerce"
     assert WooCommerceAdapter.capabilities == frozenset({
         Capability.ORDERS_PULL, Capability.REFUNDS_PULL, Capability.STOCK_PUSH, Capability.STOCK_READ,
-        Capability.WEBHOOKS})
+        Capability.WEBHOOKS, Capability.SHIPMENTS})
     assert isinstance(WooCommerceAdapter.max_window, timedelta) and WooCommerceAdapter.max_window > timedelta(0)
     assert issubclass(WooCommerceAdapter.Credentials, BaseModel)
     assert issubclass(WooCommerceAdapter, AdapterBase)
