@@ -15,6 +15,7 @@ import httpx
 from adapters.base import AdapterBase, Capability, StoreContext, TimeWindow
 from adapters.errors import AdapterError, AuthExpiredError, PayloadError, PermanentError, ThrottledError, TransientError
 from adapters.http import IN_CALL_ATTEMPTS, error_for_response, send, with_retries
+from adapters.tokens import RefreshRefused
 
 ErrorKind = Literal["auth", "throttled", "transient", "permanent"]
 
@@ -160,10 +161,24 @@ class GatewayAdapter(AdapterBase):
 
     def __init__(self, store: StoreContext, http: httpx.AsyncClient) -> None:
         super().__init__(store, http)
+        self.client = self.make_client(with_token=True)
+
+    def make_client(self, *, with_token: bool) -> GatewayClient:
+        """A client of this shop; without the token for the token endpoints, which a stale one would fail."""
         key, secret, token = (getattr(self.creds, name) for name in self.key_fields)
-        self.client = self.Client(http, app_key=key, app_secret=secret.get_secret_value(),
-                                  access_token=token.get_secret_value(), base_url=store.base_url,
-                                  **self.client_options())
+        return self.Client(self.http, app_key=key, app_secret=secret.get_secret_value(),
+                           access_token=token.get_secret_value() if (with_token and token) else None,
+                           base_url=self.store.base_url, **self.client_options())
+
+    async def token_call(self, method: str, business: Mapping[str, Any]) -> dict[str, Any]:
+        """A call to a token endpoint: what the platform refuses ends the refresh (``RefreshRefused``);
+        network failures, 5xx and throttles stay transient and are retried."""
+        try:
+            return await self.make_client(with_token=False).call(method, business)
+        except (PermanentError, AuthExpiredError) as exc:
+            if isinstance(exc, RefreshRefused):
+                raise
+            raise RefreshRefused(f"{method} refused: {exc.message}", platform=self.platform, code=exc.code) from exc
 
     def client_options(self) -> dict[str, Any]:
         """Further keyword arguments of ``Client``, from the store's settings."""

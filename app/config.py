@@ -10,7 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="COOPSYNC_", env_file=None, extra="ignore")
+    # COOPSYNC_APPS__SHOPIFY__CLIENT_ID=... fills apps["shopify"]["client_id"].
+    model_config = SettingsConfigDict(env_prefix="COOPSYNC_", env_file=None, extra="ignore", env_nested_delimiter="__")
 
     database_url: str = "sqlite+aiosqlite:///./var/coopsync.db"
     admin_token: SecretStr | None = None
@@ -26,6 +27,12 @@ class Settings(BaseSettings):
     job_lease_s: float = 60.0  # seconds a claimed job is ours before another worker may take it
     max_body_bytes: int = 1024 * 1024  # 1 MiB, for webhooks and API requests alike
     db_pool_size: int = 8
+
+    # The base of every URL the service hands out (webhook URLs, the OAuth redirect); default: the request's.
+    public_url: str | None = None
+    # The cooperative's app on each platform (client id and secret, app key): per platform, the credential
+    # fields a store of it may leave out. A store's own credentials (a self-use app) take precedence.
+    apps: dict[str, dict[str, str]] = {}
 
     dividend_url: str | None = None
     dividend_secret: SecretStr | None = None  # Standard Webhooks form: whsec_<base64>

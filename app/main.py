@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 from starlette.routing import Match, Route
 
-from app.api import orders, resyncs, settlements, stock, stores, tokens, webhooks
+from app.api import oauth, orders, resyncs, settlements, stock, stores, tokens, webhooks
 from app.api import shipments as shipments_api
 from app.api.health import router as health_router
 from app.api.middleware import RequestContextMiddleware
@@ -96,6 +96,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(resyncs.router)
     app.include_router(settlements.router)
     app.include_router(tokens.router)
+    app.include_router(oauth.router)
     # Last: OPTIONS on any route answers the methods it serves (no token needed, as for CORS).
     app.router.routes.append(OptionsRoute("/{path:path}", answer_options, methods=["OPTIONS"],
                                           include_in_schema=False))

@@ -21,3 +21,13 @@ DIVIDEND_PENDING = Gauge("coopsync_dividend_deliveries_pending", "Dividend deliv
 DIVIDEND_OLDEST_AGE = Gauge(
     "coopsync_dividend_oldest_pending_age_seconds", "Age of the oldest undelivered dividend statement"
 )
+STORE_TOKEN_EXPIRES_IN = Gauge(
+    "coopsync_store_token_expires_in_seconds",
+    "Seconds until a store's access token expires (negative: expired; absent: it does not expire)",
+    ["store_id", "platform"],
+)
+STORES_NEEDING_AUTHORIZATION = Gauge(
+    "coopsync_stores_needing_authorization", "Stores whose authorisation expired or was revoked", ["platform"])
+STORE_REAUTHORIZATION_NEEDED = Counter(
+    "coopsync_store_reauthorization_needed_total", "Times a store fell out of authorisation", ["platform", "status"])
+TOKEN_REFRESHES = Counter("coopsync_token_refreshes_total", "Token refreshes by outcome", ["platform", "outcome"])

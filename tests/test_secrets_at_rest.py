@@ -167,13 +167,10 @@ async def test_a_store_secret_reaches_no_log_line_no_answer_and_no_database_byte
         _assert_fernet_tokens(await _raw_secrets(db.engine, store["id"]), secret)
 
 
-@pytest.mark.xfail(strict=True, reason="app/services/platforms.validate_credentials puts pydantic's errors, their "
-                                       "'input' (the credentials given) included, into the 422 detail; fix it there "
-                                       "with exc.errors(include_url=False, include_input=False), then drop this mark")
 async def test_a_store_whose_credentials_the_adapter_refuses_is_answered_without_them(client):
     secret = f"pdd-client-secret-{uuid.uuid4().hex}"
-    r = await client.post("/v1/stores", headers=ADMIN, json={  # no access_token: the adapter's model refuses
-        "platform": "pinduoduo", "name": "x", "credentials": {"client_id": "coop", "client_secret": secret}})
+    r = await client.post("/v1/stores", headers=ADMIN, json={  # no client_id, a token of the wrong shape: refused
+        "platform": "pinduoduo", "name": "x", "credentials": {"client_secret": secret, "refresh_token": {"t": secret}}})
     assert r.status_code == 422, r.text
     assert secret not in r.text
 

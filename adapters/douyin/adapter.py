@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any, Awaitable, Callable, ClassVar, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any, Awaitable, Callable, ClassVar, Literal, Mapping
+from urllib.parse import urlencode
 
 from pydantic import BaseModel, SecretStr
 
-from adapters.base import Capability, CredentialsBase, OrderSnapshot, Page, PushResult, RefundSnapshot, StockLevel
+from adapters.base import Capability, OrderSnapshot, Page, PushResult, RefundSnapshot, StockLevel
 from adapters.base import TimeWindow, WebhookDelivery, WebhookIdentity
 from adapters.douyin import webhooks
 from adapters.douyin.client import PAGE_SIZE, DouyinClient
@@ -18,16 +19,44 @@ from adapters.douyin.mapping import order_from_douyin, refund_from_douyin
 from adapters.errors import AuthExpiredError, PayloadError, PermanentError, TransientError
 from adapters.gateway import GatewayAdapter, unix_bounds
 from adapters.stock import push_each
+from adapters.tokens import Authorization, Authorizing, RefreshRefused, TokenCredentials, TokenGrant, in_seconds
 
 PLATFORM = "douyin"
 
 
-class DouyinCredentials(CredentialsBase):
-    """An app's key and secret and the shop's access token (self-use or authorised app)."""
+class DouyinCredentials(TokenCredentials):
+    """An app's key and secret and the shop's access token. ``app_type``: a self-use app (自用型) creates
+    its token without a consent page; a tool app (工具型) is authorised through its service-market page."""
 
     app_key: str
     app_secret: SecretStr
-    access_token: SecretStr
+    access_token: SecretStr | None = None
+    app_type: Literal["self_use", "tool"] = "self_use"
+    service_id: str | None = None  # a tool app's service-market id, for its consent page
+
+
+AUTHORIZE_PAGE = "https://fuwu.jinritemai.com/authorize"  # a tool app's consent page (UNCONFIRMED form)
+REFRESH_LIFETIME = timedelta(days=14)  # operations.md 2.3: access 7 days, refresh 14 days
+
+
+def douyin_grant(data: Mapping[str, Any], now: datetime, previous_refresh: str | None) -> TokenGrant:
+    """``/token/create`` and ``/token/refresh`` answer ``data{access_token, expires_in, refresh_token, ...}``.
+    A refresh more than an hour before expiry answers the same refresh token: its end does not move."""
+    token = data.get("access_token")
+    if not token:
+        raise PayloadError("token answer without access_token", platform=PLATFORM)
+    refresh = str(data.get("refresh_token") or "") or None
+    credentials = {"access_token": str(token)}
+    if refresh:
+        credentials["refresh_token"] = refresh
+    return TokenGrant(
+        credentials=credentials,
+        expires_at=in_seconds(data.get("expires_in"), now),
+        refresh_expires_at=now + REFRESH_LIFETIME if refresh and refresh != previous_refresh else None,
+        shop_id=str(data["shop_id"]) if data.get("shop_id") not in (None, "") else None,
+        shop_name=data.get("shop_name"),
+        scope=tuple(str(data.get("scope") or "").split(",")) if data.get("scope") else (),
+    )
 
 
 def _page_from(cursor: str | None) -> int:
@@ -48,10 +77,12 @@ def _as_int_id(value: str | None) -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-class DouyinAdapter(GatewayAdapter):
+class DouyinAdapter(GatewayAdapter, Authorizing):
     """Douyin Shop (抖店). Pushes are notices; state comes from order.orderDetail and afterSale.List."""
 
     platform: ClassVar[str] = PLATFORM
+    # Within the last hour a refresh gives new tokens; earlier it answers the same ones (operations.md 2.3).
+    authorization = Authorization(mode="oauth", refresh_margin=timedelta(minutes=50))
     capabilities: ClassVar[frozenset[Capability]] = GatewayAdapter.capabilities | {
         Capability.WEBHOOKS, Capability.SHIPMENTS, Capability.CARRIER_LIST}
     # order.searchList states no window limit (china.md 3.3, [I]); offset paging over a set that keeps
@@ -176,3 +207,33 @@ class DouyinAdapter(GatewayAdapter):
         rows = await self.client.order_logistics_company_list()
         return [PlatformCarrier(company=str(row["code"]), name=str(row.get("name") or ""), code=str(row["code"]))
                 for row in rows if row.get("code")]
+
+    # --- authorisation (operations.md 2.3) -------------------------------------------------------
+
+    def authorize_url(self, redirect_uri: str, state: str) -> str | None:
+        if self.creds.app_type == "self_use":
+            return None  # no consent page: ``create_token``
+        if not self.creds.service_id:
+            raise PermanentError("a Douyin tool app needs service_id (its service-market id) in its credentials",
+                                 platform=PLATFORM)
+        return f"{AUTHORIZE_PAGE}?{urlencode({'service_id': self.creds.service_id, 'state': state})}"
+
+    async def exchange_code(self, code: str, redirect_uri: str, params: Mapping[str, str]) -> TokenGrant:
+        data = await self.token_call("token.create", {"grant_type": "authorization_code", "code": code})
+        return douyin_grant(data, datetime.now(timezone.utc), None)
+
+    async def create_token(self) -> TokenGrant:
+        shop_id = _as_int_id(self.store.external_shop_id)
+        if shop_id is None:
+            raise PermanentError("a self-use Douyin app needs the store's external_shop_id (the shop id)",
+                                 platform=PLATFORM)
+        data = await self.token_call("token.create", {"grant_type": "authorization_self", "code": "",
+                                                      "shop_id": shop_id})
+        return douyin_grant(data, datetime.now(timezone.utc), None)
+
+    async def refresh_tokens(self) -> TokenGrant:
+        if self.creds.refresh_token is None:
+            raise RefreshRefused("no refresh token: authorise the shop again", platform=PLATFORM)
+        previous = self.creds.refresh_token.get_secret_value()
+        data = await self.token_call("token.refresh", {"grant_type": "refresh_token", "refresh_token": previous})
+        return douyin_grant(data, datetime.now(timezone.utc), previous)

@@ -15,6 +15,7 @@ from adapters.errors import AdapterError, AuthExpiredError, PayloadError, Perman
 from adapters.gateway import GatewayClient
 from adapters.http import error_for_response
 from adapters.signing import hmac_hex
+from adapters.tokens import RefreshRefused
 
 PLATFORM = "douyin"
 DEFAULT_BASE_URL = "https://openapi-fxg.jinritemai.com"
@@ -23,6 +24,7 @@ SIGN_METHOD = "hmac-sha256"
 PAGE_SIZE = 100  # rows; both list APIs cap `size` at 100
 THROTTLE_RETRY_S = 1.0  # seconds; code 60000 carries no delay and no rate is published (china.md 3.8)
 SUCCESS_CODE = "10000"
+REFRESH_CLASH_RETRY_S = 1.0  # seconds, after 31012 (a concurrent refresh of the same shop)
 
 
 def encode_param_json(params: Mapping[str, Any]) -> str:
@@ -61,13 +63,16 @@ def error_for_body(body: Mapping[str, Any], method: str) -> AdapterError | None:
         return ThrottledError(message, platform=PLATFORM, code=err_code, retry_after_s=THROTTLE_RETRY_S)
     if code in ("20000", "20001"):
         return TransientError(message, platform=PLATFORM, code=err_code)
-    if code == "40003" and sub_code.startswith("isv.access-token-expired"):
+    if code == "40003" and sub_code.startswith(("isv.access-token-expired", "isv.access-token-no-existed")):
         return AuthExpiredError(message + ". Refresh or re-authorise the shop's access token.",
                                 platform=PLATFORM, code=err_code)
-    if code == "30001" and "authorization-no-existed" in sub_code:
-        # The shop revoked the app: same remedy as an expired token, a human re-authorises.
-        return AuthExpiredError(message + ". The shop must authorise the app again.",
-                                platform=PLATFORM, code=err_code)
+    if code == "30001" and ("authorization-no-existed" in sub_code or "authorization-closed" in sub_code):
+        # The shop withdrew the authorisation (or closed its switch): no refresh helps, a human re-authorises.
+        return RefreshRefused(message + ". The shop must authorise the app again.", revoked=True,
+                              platform=PLATFORM, code=err_code)
+    if code == "50002" and sub_code.endswith("31012"):
+        # "刷新token失败，有并发请求": another refresh of this shop is under way; its result will do.
+        return TransientError(message, platform=PLATFORM, code=err_code, retry_after_s=REFRESH_CLASH_RETRY_S)
     return PermanentError(message, platform=PLATFORM, code=err_code)
 
 
@@ -86,12 +91,13 @@ class DouyinClient(GatewayClient):
         query = {
             "app_key": self.app_key,
             "method": method,
-            "access_token": self.access_token,
             "timestamp": timestamp,
             "v": API_VERSION,
             "sign_method": SIGN_METHOD,
             "sign": sign(self.app_key, self.app_secret, method, body, timestamp),
         }
+        if self.access_token:  # the token endpoints are called without one
+            query["access_token"] = self.access_token
         headers = {"Content-Type": "application/json", "x-open-no-old-err-code": "1"}
         return self.http.build_request("POST", self.url.rstrip("/") + path_for(method), params=query,
                                        content=body.encode(), headers=headers)

@@ -7,32 +7,56 @@ adapter declares no ``webhooks`` capability; polling is the source of truth.
 from __future__ import annotations
 
 import math
-from datetime import timedelta
-from typing import Any, ClassVar
+from datetime import datetime, timedelta, timezone
+from typing import Any, ClassVar, Mapping
+from urllib.parse import urlencode
 
 import httpx
 from pydantic import BaseModel, SecretStr
 
-from adapters.base import CredentialsBase, OrderSnapshot, Page, PushResult, RefundSnapshot, RefundStatus, StockLevel
+from adapters.base import OrderSnapshot, Page, PushResult, RefundSnapshot, RefundStatus, StockLevel
 from adapters.base import StoreContext, TimeWindow
-from adapters.errors import PermanentError
+from adapters.errors import PayloadError, PermanentError
 from adapters.gateway import BackwardPaging, GatewayAdapter, unix_bounds
 from adapters.pinduoduo import mapping
 from adapters.pinduoduo.client import PAGE_SIZE, PLATFORM, PddClient
 from adapters.base import Capability, PlatformCarrier, ShipmentResult, ShipmentUpload, ShippingState
 from adapters.shipping import judge
 from adapters.stock import push_each, refused
+from adapters.tokens import Authorization, Authorizing, RefreshRefused, TokenCredentials, TokenGrant, at_unix, in_seconds
 
 AMOUNT_UNITS = ("yuan", "fen")
 PAGING = BackwardPaging(PLATFORM, PAGE_SIZE, total_key="total_count")
 
 
-class PddCredentials(CredentialsBase):
-    """What the shop's authorisation gives us; the token lasts 24 h (china.md 1.1)."""
+class PddCredentials(TokenCredentials):
+    """The app's client id and secret, and what the shop's authorisation gives us (operations.md 2.1)."""
 
     client_id: str
     client_secret: SecretStr
-    access_token: SecretStr
+    access_token: SecretStr | None = None
+
+
+AUTHORIZE_PAGE = "https://fuwu.pinduoduo.com/service-market/auth"
+
+
+def pdd_grant(result: Mapping[str, Any], now: datetime) -> TokenGrant:
+    """A ``pop_auth_token_*_response``: ``*_expires_at`` are unix seconds, ``*_expires_in`` seconds left."""
+    token = result.get("access_token")
+    if not token:
+        raise PayloadError("token answer without access_token", platform=PLATFORM)
+    credentials = {"access_token": str(token)}
+    if result.get("refresh_token"):
+        credentials["refresh_token"] = str(result["refresh_token"])
+    return TokenGrant(
+        credentials=credentials,
+        expires_at=at_unix(result.get("expires_at")) or in_seconds(result.get("expires_in"), now),
+        refresh_expires_at=(at_unix(result.get("refresh_token_expires_at"))
+                            or in_seconds(result.get("refresh_token_expires_in"), now)),
+        shop_id=str(result["owner_id"]) if result.get("owner_id") not in (None, "") else None,
+        shop_name=result.get("owner_name"),
+        scope=tuple(str(s) for s in result.get("scope") or ()),
+    )
 
 
 def _order_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -52,8 +76,9 @@ def _true(value: Any) -> bool:
     return value is True or str(value).lower() in ("true", "1")
 
 
-class PinduoduoAdapter(GatewayAdapter):
+class PinduoduoAdapter(GatewayAdapter, Authorizing):
     platform: ClassVar[str] = PLATFORM
+    authorization = Authorization(mode="oauth")
     capabilities: ClassVar[frozenset[Capability]] = GatewayAdapter.capabilities | {
         Capability.SHIPMENTS, Capability.CARRIER_LIST, Capability.REPLACEMENT_SHIPMENTS}
     max_window: ClassVar[timedelta] = timedelta(minutes=30)  # both increment lists refuse more
@@ -221,3 +246,21 @@ class PinduoduoAdapter(GatewayAdapter):
         return [PlatformCarrier(company=str(row["id"]), name=str(row.get("logistics_company") or ""),
                                 code=str(row["code"]) if row.get("code") else None)
                 for row in rows if row.get("id") not in (None, "") and str(row.get("available", 1)) != "0"]
+
+    # --- authorisation (operations.md 2.1) -------------------------------------------------------
+
+    def authorize_url(self, redirect_uri: str, state: str) -> str | None:
+        query = {"response_type": "code", "client_id": self.creds.client_id, "redirect_uri": redirect_uri,
+                 "state": state}
+        return f"{AUTHORIZE_PAGE}?{urlencode(query)}"
+
+    async def exchange_code(self, code: str, redirect_uri: str, params: Mapping[str, str]) -> TokenGrant:
+        body = await self.token_call("pdd.pop.auth.token.create", {"code": code})
+        return pdd_grant(self.client.unwrap(body, "pop_auth_token_create_response"), datetime.now(timezone.utc))
+
+    async def refresh_tokens(self) -> TokenGrant:
+        if self.creds.refresh_token is None:
+            raise RefreshRefused("no refresh token: authorise the shop again", platform=PLATFORM)
+        body = await self.token_call("pdd.pop.auth.token.refresh",
+                                     {"refresh_token": self.creds.refresh_token.get_secret_value()})
+        return pdd_grant(self.client.unwrap(body, "pop_auth_token_refresh_response"), datetime.now(timezone.utc))

@@ -4,15 +4,17 @@ Stock is keyed by inventory_item_id at one location; a listing without it is res
 
 from __future__ import annotations
 
-from datetime import timezone
+import json
+from datetime import datetime, timedelta, timezone
+from urllib.parse import urlencode
 from typing import Any, Mapping
 
 import httpx
 from pydantic import Field, SecretStr
 
-from adapters.base import CredentialsBase, OrderSnapshot, Page, PushResult, RefundSnapshot, StockLevel, StoreContext
+from adapters.base import OrderSnapshot, Page, PushResult, RefundSnapshot, StockLevel, StoreContext
 from adapters.base import TimeWindow, WebhookDelivery, WebhookIdentity
-from adapters.errors import PermanentError
+from adapters.errors import PayloadError, PermanentError, SignatureError
 from adapters.rest import RestAdapter
 from adapters.shopify import webhooks
 from adapters.shopify.client import INVENTORY_IDS_PER_CALL, PAGE_LIMIT, ShopifyClient
@@ -20,16 +22,45 @@ from adapters.base import Capability, ShipmentResult, ShipmentUpload, ShippingSt
 from adapters.shipping import closed, foreign_parcels, numbers, uploaded_already
 from adapters.shopify import shipping
 from adapters.shopify.mapping import PLATFORM, map_order, map_refund
+from adapters.http import error_for_response, send, with_retries
+from adapters.signing import hmac_hex, signed_by_any
 from adapters.stock import push_each
+from adapters.tokens import Authorization, Authorizing, RefreshRefused, TokenCredentials, TokenGrant, in_seconds
 
 DEFAULT_API_VERSION = "2026-07"
 
 
-class ShopifyCredentials(CredentialsBase):
-    """An Admin API access token (custom app or OAuth) and the API version to speak."""
+class ShopifyCredentials(TokenCredentials):
+    """An Admin API access token (custom app or OAuth) and the API version to speak; the app's client id
+    and secret when the shop is authorised through OAuth (else they come from the service's app settings)."""
 
-    access_token: SecretStr = Field(min_length=1)
+    access_token: SecretStr | None = Field(default=None, min_length=1)
     api_version: str = Field(default=DEFAULT_API_VERSION, pattern=r"^(\d{4}-(01|04|07|10)|unstable)$")
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+
+
+# What the features need: orders and refunds, fulfilment upload, stock, payouts (DESIGN, authorisation).
+SCOPES = ("read_orders", "write_orders", "read_products", "read_inventory", "write_inventory",
+          "read_merchant_managed_fulfillment_orders", "write_merchant_managed_fulfillment_orders",
+          "read_shopify_payments_payouts")
+
+
+def shopify_grant(answer: Any, now: datetime) -> TokenGrant:
+    """``/admin/oauth/access_token``: expiring offline tokens carry ``expires_in`` (3600) and a refresh token
+    that is replaced on every use (operations.md 2.4)."""
+    if not isinstance(answer, dict) or not answer.get("access_token"):
+        raise PayloadError("token answer without access_token", platform=PLATFORM)
+    credentials = {"access_token": str(answer["access_token"])}
+    if answer.get("refresh_token"):
+        credentials["refresh_token"] = str(answer["refresh_token"])
+    return TokenGrant(
+        credentials=credentials,
+        expires_at=in_seconds(answer.get("expires_in"), now),
+        refresh_expires_at=in_seconds(answer.get("refresh_token_expires_in"), now),
+        scope=tuple(s for s in str(answer.get("scope") or "").split(",") if s),
+        refreshable="refresh_token" in credentials,
+    )
 
 
 def _iso(moment) -> str:
@@ -37,8 +68,9 @@ def _iso(moment) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
 
 
-class ShopifyAdapter(RestAdapter):
+class ShopifyAdapter(RestAdapter, Authorizing):
     platform = PLATFORM
+    authorization = Authorization(mode="oauth", refresh_margin=timedelta(minutes=5), scopes=SCOPES)
     capabilities = RestAdapter.capabilities | {Capability.SHIPMENTS}
     Credentials = ShopifyCredentials
     client: ShopifyClient
@@ -65,7 +97,8 @@ class ShopifyAdapter(RestAdapter):
     def make_client(self) -> ShopifyClient:
         creds = self.creds
         return ShopifyClient(self.http, base_url=self._base_url(), api_version=creds.api_version,
-                             access_token=creds.access_token.get_secret_value(), sleep=self.sleep)
+                             access_token=creds.access_token.get_secret_value() if creds.access_token else "",
+                             sleep=self.sleep)
 
     # -- webhooks -----------------------------------------------------------------------------------
 
@@ -222,3 +255,65 @@ class ShopifyAdapter(RestAdapter):
                             found[sku_key] = int(lvl["available"])
         return found
 
+    # --- authorisation (operations.md 2.4) -------------------------------------------------------
+
+    def _app(self) -> tuple[str, str]:
+        creds = self.creds
+        if not creds.client_id or creds.client_secret is None:
+            raise PermanentError("Shopify OAuth needs the app's client_id and client_secret (store credentials "
+                                 "or COOPSYNC_APPS__SHOPIFY__CLIENT_ID / __CLIENT_SECRET)", platform=PLATFORM)
+        return creds.client_id, creds.client_secret.get_secret_value()
+
+    def authorize_url(self, redirect_uri: str, state: str) -> str | None:
+        client_id, _ = self._app()
+        query = {"client_id": client_id, "scope": ",".join(self.authorization.scopes),
+                 "redirect_uri": redirect_uri, "state": state}
+        return f"{self._base_url()}/admin/oauth/authorize?{urlencode(query)}"
+
+    def verify_callback(self, params: Mapping[str, str]) -> None:
+        """The redirect carries ``hmac``: hex HMAC-SHA256 over the other parameters, sorted, ``k=v`` joined
+        by ``&``, keyed by the client secret; and ``shop`` must be this store's shop."""
+        _, secret = self._app()
+        given = params.get("hmac") or ""
+        message = "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k not in ("hmac", "signature"))
+        if not signed_by_any(given.lower().encode(), [secret],
+                             lambda key: hmac_hex(key, message, "sha256", upper=False).encode()):
+            raise SignatureError("the OAuth redirect's hmac does not verify", platform=PLATFORM)
+        shop = params.get("shop")
+        if shop and f"https://{shop}" != self._base_url().rstrip("/"):
+            raise SignatureError(f"the redirect names another shop ({shop})", platform=PLATFORM)
+
+    async def _token_request(self, body: dict[str, Any]) -> TokenGrant:
+        url = f"{self._base_url()}/admin/oauth/access_token"
+
+        async def once() -> httpx.Response:
+            request = self.http.build_request("POST", url, json=body, headers={"Accept": "application/json"})
+            response = await send(self.http, request, PLATFORM)
+            error = error_for_response(response, PLATFORM)
+            if error is not None and error.kind in ("transient", "throttled"):
+                raise error
+            return response
+
+        response = await with_retries(once, sleep=self.sleep)
+        error = error_for_response(response, PLATFORM)
+        if error is not None:  # 400 invalid_grant, 401: the platform refused
+            raise RefreshRefused(f"token endpoint refused: HTTP {response.status_code}", platform=PLATFORM,
+                                 code=str(response.status_code))
+        try:
+            answer = response.json()
+        except json.JSONDecodeError as exc:
+            raise PayloadError("token answer is not JSON", platform=PLATFORM) from exc
+        return shopify_grant(answer, datetime.now(timezone.utc))
+
+    async def exchange_code(self, code: str, redirect_uri: str, params: Mapping[str, str]) -> TokenGrant:
+        client_id, secret = self._app()
+        return await self._token_request({"client_id": client_id, "client_secret": secret, "code": code,
+                                          "expiring": 1})
+
+    async def refresh_tokens(self) -> TokenGrant:
+        if self.creds.refresh_token is None:
+            raise RefreshRefused("no refresh token: authorise the shop again", platform=PLATFORM)
+        client_id, secret = self._app()
+        return await self._token_request({"client_id": client_id, "client_secret": secret,
+                                          "grant_type": "refresh_token",
+                                          "refresh_token": self.creds.refresh_token.get_secret_value()})

@@ -6,32 +6,63 @@ webhooks, so this adapter declares no ``webhooks`` capability; polling is the so
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import Any, Awaitable, Callable, ClassVar, TypeVar
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any, Awaitable, Callable, ClassVar, Mapping, TypeVar
+from urllib.parse import urlencode
 
 from pydantic import BaseModel, SecretStr
 
-from adapters.base import CredentialsBase, OrderSnapshot, Page, PushResult, RefundSnapshot, StockLevel, TimeWindow
+from adapters.base import OrderSnapshot, Page, PushResult, RefundSnapshot, StockLevel, TimeWindow
 from adapters.gateway import BackwardPaging, GatewayAdapter
 from adapters.stock import push_each, refused
 from adapters.taobao import mapping
 from adapters.taobao.client import PAGE_SIZE, PLATFORM, TopClient
 from adapters.base import Capability, PlatformCarrier, ShipmentResult, ShipmentUpload, ShippingState
-from adapters.errors import PermanentError, TransientError
+from adapters.errors import PayloadError, PermanentError, TransientError
 from adapters.shipping import judge
 from adapters.taobao import shipping
+from adapters.tokens import Authorization, Authorizing, RefreshRefused, TokenCredentials, TokenGrant, at_unix, in_seconds
 from adapters.units import to_beijing_str
 
 PAGING = BackwardPaging(PLATFORM, PAGE_SIZE, total_key="total_results")
 T = TypeVar("T")
 
 
-class TaobaoCredentials(CredentialsBase):
+class TaobaoCredentials(TokenCredentials):
     """The app's key and secret and the seller's session (access token)."""
 
     app_key: str
     app_secret: SecretStr
-    session: SecretStr
+    session: SecretStr | None = None
+
+
+AUTHORIZE_PAGE = "https://oauth.taobao.com/authorize"
+
+
+def top_grant(answer: Mapping[str, Any], now: datetime) -> TokenGrant:
+    """A ``top_auth_token_*_response``: its ``token_result`` is a JSON string with the fields of
+    oauth.taobao.com/token (operations.md 2.2). Only service-market apps get a renewable token: a
+    refresh lifetime of 0 (or none at all) means this one cannot be refreshed."""
+    raw = answer.get("token_result")
+    try:
+        result = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError as exc:
+        raise PayloadError("token_result is not JSON", platform=PLATFORM) from exc
+    if not isinstance(result, dict) or not result.get("access_token"):
+        raise PayloadError("token answer without access_token", platform=PLATFORM)
+    credentials = {"session": str(result["access_token"])}
+    refresh_expires = in_seconds(result.get("re_expires_in"), now) or at_unix(result.get("refresh_token_valid_time"))
+    if result.get("refresh_token") and refresh_expires is not None:
+        credentials["refresh_token"] = str(result["refresh_token"])
+    return TokenGrant(
+        credentials=credentials,
+        expires_at=in_seconds(result.get("expires_in"), now) or at_unix(result.get("expire_time")),
+        refresh_expires_at=refresh_expires if "refresh_token" in credentials else None,
+        shop_id=str(result["taobao_user_id"]) if result.get("taobao_user_id") else None,
+        shop_name=result.get("taobao_user_nick"),
+        refreshable="refresh_token" in credentials,
+    )
 
 
 def _mapped(result: dict[str, Any], key: str, map_one: Callable[[dict[str, Any]], T]) -> T | None:
@@ -52,8 +83,9 @@ def _beijing_bounds(window: TimeWindow) -> tuple[str, str]:
     return to_beijing_str(window.start), to_beijing_str(end)
 
 
-class TaobaoAdapter(GatewayAdapter):
+class TaobaoAdapter(GatewayAdapter, Authorizing):
     platform: ClassVar[str] = PLATFORM
+    authorization = Authorization(mode="oauth", token_field="session", refresh_margin=timedelta(hours=1))
     capabilities: ClassVar[frozenset[Capability]] = GatewayAdapter.capabilities | {
         Capability.SHIPMENTS, Capability.CARRIER_LIST}
     max_window: ClassVar[timedelta] = timedelta(days=1)  # the documented limit; 30 min recommended
@@ -153,3 +185,22 @@ class TaobaoAdapter(GatewayAdapter):
         rows = mapping.unwrap_list(result.get("logistics_companies"), "logistics_company")
         return [PlatformCarrier(company=str(row["code"]), name=str(row.get("name") or ""), code=str(row["code"]))
                 for row in rows if row.get("code")]
+
+    # --- authorisation (operations.md 2.2) -------------------------------------------------------
+
+    def authorize_url(self, redirect_uri: str, state: str) -> str | None:
+        query = {"response_type": "code", "client_id": self.creds.app_key, "redirect_uri": redirect_uri,
+                 "state": state, "view": "web"}
+        return f"{AUTHORIZE_PAGE}?{urlencode(query)}"
+
+    async def exchange_code(self, code: str, redirect_uri: str, params: Mapping[str, str]) -> TokenGrant:
+        body = await self.token_call("taobao.top.auth.token.create", {"code": code})
+        return top_grant(self.client.unwrap(body, "top_auth_token_create_response"), datetime.now(timezone.utc))
+
+    async def refresh_tokens(self) -> TokenGrant:
+        if self.creds.refresh_token is None:
+            raise RefreshRefused("this app's sessions cannot be refreshed (only service-market apps can): "
+                                 "authorise the shop again before the session ends", platform=PLATFORM)
+        body = await self.token_call("taobao.top.auth.token.refresh",
+                                     {"refresh_token": self.creds.refresh_token.get_secret_value()})
+        return top_grant(self.client.unwrap(body, "top_auth_token_refresh_response"), datetime.now(timezone.utc))

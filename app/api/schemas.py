@@ -207,6 +207,17 @@ class StoreUpdate(_RequestBody):
     settings: dict[str, Any] | None = None  # merged over the stored settings, then checked whole
 
 
+class StoreAuth(_PublicModel):
+    """Whether the store can call its platform: ``expiring``: under 24 hours left and no refresh possible;
+    ``expired``/``revoked``: a human must authorise it again, its jobs wait meanwhile."""
+
+    status: Literal["ok", "expiring", "expired", "revoked", "not_required"]
+    expires_at: Timestamp | None
+    refresh_expires_at: Timestamp | None
+    last_refreshed_at: Timestamp | None
+    error: str | None
+
+
 class StorePublic(_PublicModel):
     """A shop; its credentials and webhook secrets are never part of it."""
 
@@ -217,7 +228,8 @@ class StorePublic(_PublicModel):
     settings: dict[str, Any] = Field(description="the settings as stored: options never set are left out")
     webhook_url: str
     has_webhook_secret: bool
-    auth_status: str
+    auth: StoreAuth
+    auth_status: str = Field(description="the older flat form of auth.status")
     auth_error: str | None
     last_webhook_at: Timestamp | None
     last_poll_at: Timestamp | None
@@ -225,12 +237,15 @@ class StorePublic(_PublicModel):
     updated_at: Timestamp
 
     @classmethod
-    def of(cls, store: Store, webhook_url: str) -> StorePublic:
+    def of(cls, store: Store, webhook_url: str, auth: Any) -> StorePublic:
         return cls.model_validate({
+            "auth": {"status": auth.status, "expires_at": auth.expires_at,
+                     "refresh_expires_at": auth.refresh_expires_at, "last_refreshed_at": auth.last_refreshed_at,
+                     "error": auth.error},
             "id": store.id, "platform": store.platform, "name": store.name,
             "external_shop_id": store.external_shop_id, "settings": store.settings, "webhook_url": webhook_url,
-            "has_webhook_secret": bool(store.webhook_secret), "auth_status": store.auth_status,
-            "auth_error": store.auth_error, "last_webhook_at": store.last_webhook_at,
+            "has_webhook_secret": bool(store.webhook_secret), "auth_status": auth.status,
+            "auth_error": auth.error, "last_webhook_at": store.last_webhook_at,
             "last_poll_at": store.last_poll_at, "created_at": store.created_at, "updated_at": store.updated_at})
 
 
@@ -762,3 +777,27 @@ class ApiTokenPublic(_PublicModel):
         return cls.model_validate({
             "id": token.id, "name": token.name, "scopes": token.scopes.split(), "created_at": token.created_at,
             "last_used_at": token.last_used_at, "revoked_at": token.revoked_at})
+
+
+# -- shop authorisation --------------------------------------------------------------------------
+
+
+class AuthorizePublic(_PublicModel):
+    """Where the shop's owner consents; null for a self-use app whose token was created directly."""
+
+    authorize_url: str | None
+    state_expires_at: Timestamp | None
+    connected: bool = Field(description="true when the token exists already (self-use app)")
+    detail: str
+
+
+class ConnectedPublic(_PublicModel):
+    """The answer of the OAuth callback: which shop was connected."""
+
+    status: Literal["connected"]
+    store_id: int
+    platform: str
+    name: str
+    shop_id: str | None
+    shop_name: str | None
+    auth: StoreAuth

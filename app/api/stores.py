@@ -8,20 +8,25 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import Admin, DbDep, Operator, StoreIdPath
 from app.api.idempotency import run_idempotent
-from app.api.schemas import (ListingBinding, ListingBoundPublic, ListingPublic, Page, StoreCreate, StorePublic,
+from app.api.schemas import (AuthorizePublic, ListingBinding, ListingBoundPublic, ListingPublic, Page, StoreCreate, StorePublic,
                              StoreUpdate)
 from app.models import Listing, Sku, Store
-from app.services import stores
+from app.services import connections, stores
 
 router = APIRouter(prefix="/v1/stores", tags=["stores"])
 
 
+def public_base(request: Request) -> str:
+    """Where the outside reaches this service: ``COOPSYNC_PUBLIC_URL``, else the request's own base."""
+    return (request.app.state.settings.public_url or str(request.base_url)).rstrip("/")
+
+
 def webhook_url(request: Request, store: Store) -> str:
-    return str(request.base_url).rstrip("/") + f"/webhooks/{store.platform}/{store.id}"
+    return public_base(request) + f"/webhooks/{store.platform}/{store.id}"
 
 
 def store_public(request: Request, store: Store) -> StorePublic:
-    return StorePublic.of(store, webhook_url(request, store))
+    return StorePublic.of(store, webhook_url(request, store), connections.auth_state(store))
 
 
 @router.post("", status_code=201, response_model=StorePublic)
@@ -79,3 +84,13 @@ async def put_listings(store_id: StoreIdPath, body: list[ListingBinding], db: Db
         bound = await stores.bind_listings(session, store_id, [stores.Binding(**b.model_dump()) for b in body])
         items = [ListingBoundPublic.of(b.listing, b.sku, lines_bound=b.lines_bound) for b in bound]
     return Page[ListingBoundPublic](items=items, next_cursor=None)
+
+
+@router.post("/{store_id}/authorize", response_model=AuthorizePublic)
+async def authorize_store(request: Request, store_id: StoreIdPath, db: DbDep, _: Operator) -> AuthorizePublic:
+    """The platform's consent page for this shop, with a single-use ``state`` (15 minutes); a Douyin
+    self-use app has no page: its token is created now."""
+    started = await connections.start_authorization(db, store_id, public_base(request))
+    request.app.state.store_cache.pop(store_id, None)
+    return AuthorizePublic(authorize_url=started.authorize_url, state_expires_at=started.state_expires_at,
+                           connected=started.connected, detail=started.detail)

@@ -19,6 +19,7 @@ from app.config import get_settings
 from app.logging import configure_logging
 from app.models import Resync, Store
 from app.services import push
+from app.services.connections import auth_state
 from app.services.errors import ServiceError
 from app.services.pull import create_resync
 from app.workers.flows import default_handlers
@@ -97,9 +98,11 @@ def stores() -> None:
         await db.engine.dispose()
         return rows
 
-    table = Table("id", "platform", "name", "auth", "last poll", "last webhook")
+    table = Table("id", "platform", "name", "auth", "token ends", "last poll", "last webhook")
     for s in asyncio.run(main()):
-        table.add_row(str(s.id), s.platform, s.name, s.auth_status,
+        auth = auth_state(s)
+        table.add_row(str(s.id), s.platform, s.name, auth.status,
+                      auth.expires_at.isoformat(timespec="minutes") if auth.expires_at else "-",
                       s.last_poll_at.isoformat(timespec="seconds") if s.last_poll_at else "never",
                       s.last_webhook_at.isoformat(timespec="seconds") if s.last_webhook_at else "never")
     Console().print(table)  # the list itself goes to stdout

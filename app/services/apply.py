@@ -32,7 +32,7 @@ from app.services.platforms import make_adapter
 from app.jobs.catalogue import job
 from app.jobs.outcomes import Done, JobContext, Outcome, Retry
 from app.jobs.queue import backoff_s
-from app.services.platforms import mark_auth_expired
+from app.services.connections import connect, wait_for_authorization
 
 log = logging.getLogger("coopsync.inbox")
 
@@ -75,7 +75,6 @@ class Prepared:
     refunds: list[RefundSnapshot] = field(default_factory=list)
     failure: str | None = None  # kept as failed with this reason
     outcome: Outcome | None = None  # decided already (nothing to apply)
-    auth_store_id: int | None = None  # store whose token expired while fetching
 
 
 async def prepare(ctx: JobContext, row: InboxItem | None, store: Store | None) -> Prepared:
@@ -95,6 +94,8 @@ async def prepare(ctx: JobContext, row: InboxItem | None, store: Store | None) -
         prepared.failure = f"cannot map: {exc!r}"
         return prepared
     try:
+        if delivery.notices:  # only a notice calls the platform, and only then is a token needed
+            adapter = await connect(ctx.db, store, ctx.services.get("http"))
         prepared.orders, prepared.refunds = await fetch_named(adapter, delivery)
     except TransientError as exc:
         prepared.outcome = Retry(exc.retry_after_s or backoff_s(ctx.job.attempts), str(exc))
@@ -104,8 +105,8 @@ async def prepare(ctx: JobContext, row: InboxItem | None, store: Store | None) -
         else:
             prepared.outcome = Retry(exc.retry_after_s or NOTICE_RETRY_S, str(exc), counts=False)
     except AuthExpiredError as exc:
-        prepared.auth_store_id = store.id
-        prepared.failure = f"auth expired while fetching: {exc}; replay after re-authorising"
+        # Kept pending, not failed: applied the moment the store is authorised again.
+        prepared.outcome = wait_for_authorization(store.id, exc)
     except (PermanentError, AdapterError) as exc:
         prepared.failure = f"fetch failed: {exc}"
     return prepared
@@ -132,8 +133,6 @@ async def apply_prepared(session: AsyncSession, prepared: Prepared) -> Outcome:
     if row is None or row.status != "pending":
         return Done("already handled")  # another worker got here first (it holds the effect)
     if prepared.failure is not None:
-        if prepared.auth_store_id is not None:
-            await mark_auth_expired(session, prepared.auth_store_id, prepared.failure)
         _fail(row, prepared.failure)
         return Done("failed")
     # Kept for the batch: the identity map alone holds it weakly, and each row would select it again.

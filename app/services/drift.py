@@ -21,11 +21,11 @@ from app.jobs.catalogue import job, per_store
 from app.jobs.outcomes import Done, JobContext, Outcome, Retry
 from app.models import Listing, Order, Store
 from app.models.base import utcnow
-from app.services.errors import Invalid, NotFound, PlatformUnavailable
-from app.services.platforms import adapter_class, make_adapter
+from app.services.errors import Conflict, Invalid, NotFound, PlatformUnavailable
+from app.services.platforms import adapter_class
 from app.services.pull import StopPull, fetch_page
 from app.services.push import desired_quantities, queue_store_push
-from app.services.platforms import mark_auth_expired
+from app.services.connections import connect
 
 log = logging.getLogger("coopsync.drift")
 
@@ -71,13 +71,11 @@ async def check_store_drift(ctx: JobContext, store_id: int) -> Outcome:
     if store is None or Capability.STOCK_READ not in adapter_class(store.platform).capabilities:
         return Done("platform cannot report stock")
     try:
-        comparison = await compare_stock(ctx.db, store, make_adapter(store, ctx.services.get("http")))
+        comparison = await compare_stock(ctx.db, store, await connect(ctx.db, store, ctx.services.get("http")))
     except TransientError as exc:
         return Retry(exc.retry_after_s or 60.0, str(exc))
     except AuthExpiredError as exc:
-        async with ctx.db.transaction() as session:
-            await mark_auth_expired(session, store_id, str(exc))
-        return Done("auth expired")
+        return Done(f"store needs authorisation: {exc}")  # checked again on schedule once it is authorised
     except AdapterError as exc:
         return Done(f"drift check failed: {exc}")
     if not comparison.listings:
@@ -126,10 +124,10 @@ async def reconciliation_report(db: Database, store_id: int, since: datetime, un
     if store is None:
         raise NotFound(f"no store {store_id}")
     cls = adapter_class(store.platform)
-    adapter = make_adapter(store, http)
     platform_orders: dict[str, str] = {}
     truncated = False
     try:
+        adapter = await connect(db, store, http)
         if Capability.ORDERS_PULL in cls.capabilities:
             pages = 0
             for window in split_windows(since, until, cls.max_window):
@@ -145,6 +143,8 @@ async def reconciliation_report(db: Database, store_id: int, since: datetime, un
                     truncated = True
                     break
         comparison = await compare_stock(db, store, adapter)
+    except AuthExpiredError as exc:
+        raise Conflict(f"the store needs authorisation: {exc}") from None
     except (AdapterError, StopPull) as exc:
         raise PlatformUnavailable(f"the platform did not answer the reconciliation: {exc}") from None
     async with db.read() as session:

@@ -1,19 +1,19 @@
-"""Adapters at run time: the loaded registry, one adapter per store from its stored settings, and the
-store's connection state (an expired authorisation stops its calls until it is renewed)."""
+"""Adapters at run time: the loaded registry and one adapter per store, built from its stored settings,
+its credentials and the cooperative's app on the platform."""
 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Mapping
 
 import httpx
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.base import Adapter, StoreContext
 from adapters.http import new_client
 from adapters.registry import load_adapters
+from app.config import get_settings
 from app.models import Store
-from app.models.base import utcnow
 
 
 class UnknownPlatform(LookupError):
@@ -36,16 +36,24 @@ def validate_credentials(platform: str, credentials: dict) -> dict:
     """Check credentials with the adapter's own model; raise ``ValueError`` with its message."""
     cls = adapter_class(platform)
     try:
-        cls.Credentials.model_validate(credentials or {})
+        cls.Credentials.model_validate({**app_credentials(platform, cls.Credentials.model_fields), **(credentials or {})})
     except ValidationError as exc:
-        raise ValueError(f"credentials for {platform}: {exc.errors(include_url=False)}") from exc
+        raise ValueError(f"credentials for {platform}: {exc.errors(include_url=False, include_input=False)}") from exc
     # Keep what was given: a dump would mask SecretStr fields.
     return dict(credentials or {})
 
 
+def app_credentials(platform: str, fields: Mapping[str, object]) -> dict:
+    """The cooperative's app on ``platform`` (``COOPSYNC_APPS__<PLATFORM>__<FIELD>``), limited to the fields
+    its adapter's credentials know; a store's own credentials (a self-use app) win over it."""
+    configured = get_settings().apps.get(platform, {})
+    return {key: value for key, value in configured.items() if key in fields}
+
+
 def store_context(store: Store) -> StoreContext:
     cls = adapter_class(store.platform)
-    creds = cls.Credentials.model_validate(store.credentials or {})
+    fields = getattr(cls.Credentials, "model_fields", {})
+    creds = cls.Credentials.model_validate({**app_credentials(store.platform, fields), **(store.credentials or {})})
     return StoreContext(store_id=str(store.id), external_shop_id=store.external_shop_id, credentials=creds,
                         settings=dict(store.settings or {}))
 
@@ -70,11 +78,3 @@ async def close_shared_http() -> None:
 
 def make_adapter(store: Store, http: httpx.AsyncClient | None = None) -> Adapter:
     return adapter_class(store.platform)(store_context(store), http or shared_http())
-
-
-async def mark_auth_expired(session: AsyncSession, store_id: int, error: str) -> None:
-    store = await session.get(Store, store_id, with_for_update=True)
-    if store is not None:
-        store.auth_status = "expired"
-        store.auth_error = f"{error[:800]} Resolution: re-authorise the store and PATCH its credentials."
-        store.updated_at = utcnow()

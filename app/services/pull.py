@@ -20,7 +20,7 @@ from app.db import is_sqlite
 from app.domain.reconcile import lock_for_snapshots, upsert_order, upsert_refund
 from app.models import Order, Refund, Resync, Store, SyncCursor
 from app.models.base import utcnow
-from app.services.platforms import adapter_class, make_adapter
+from app.services.platforms import adapter_class
 from app.config import Settings
 from app.domain.windows import poll_window, split_windows
 from app.jobs.catalogue import job, per_store
@@ -28,7 +28,7 @@ from app.jobs.outcomes import Dead, Done, JobContext, Outcome, Retry
 from app.jobs.queue import backoff_s
 from app.services.errors import Conflict, Invalid, NotFound
 from app.services.push import push_store
-from app.services.platforms import mark_auth_expired
+from app.services.connections import connect, wait_for_authorization
 
 log = logging.getLogger("coopsync.pull")
 
@@ -151,16 +151,12 @@ def _not_newer(snap, held: tuple | None) -> bool:
 
 
 async def _store_and_adapter(ctx: JobContext, store_id: int):
+    """The store and its connected adapter; raises ``AuthExpiredError`` while it waits for authorisation."""
     async with ctx.db.read() as session:
         store = await session.get(Store, store_id)
     if store is None:
         return None, None
-    return store, make_adapter(store, ctx.services.get("http"))
-
-
-async def _auth_failed(ctx: JobContext, store_id: int, exc: Exception) -> None:
-    async with ctx.db.transaction() as session:
-        await mark_auth_expired(session, store_id, str(exc))
+    return store, await connect(ctx.db, store, ctx.services.get("http"))
 
 
 # -- operator resyncs --------------------------------------------------------------------------
@@ -226,7 +222,13 @@ async def handle_resync(ctx: JobContext) -> Outcome:
         resync.status = "running"
         resync.started_at = resync.started_at or utcnow()
         resource, since, until, position = resync.resource, resync.since, resync.until, dict(resync.position or {})
-    store, adapter = await _store_and_adapter(ctx, resync.store_id)
+    try:
+        store, adapter = await _store_and_adapter(ctx, resync.store_id)
+    except AuthExpiredError as exc:
+        await _note(ctx, resync_id, f"waiting for the store to be authorised again: {exc}")
+        return wait_for_authorization(resync.store_id, exc)
+    except TransientError as exc:
+        return Retry(exc.retry_after_s or backoff_s(ctx.job.attempts), str(exc))
     if store is None:
         return await _finish(ctx, resync_id, "failed", "store no longer exists")
     if resource == "inventory":
@@ -243,8 +245,9 @@ async def handle_resync(ctx: JobContext) -> Outcome:
             await _note(ctx, resync_id, str(stop))
             return stop.outcome
         except AuthExpiredError as exc:
-            await _auth_failed(ctx, store.id, exc)
-            return await _finish(ctx, resync_id, "failed", f"store needs re-authorisation: {exc}")
+            # The position is kept: the resync goes on from this page once the store is authorised.
+            await _note(ctx, resync_id, f"waiting for the store to be authorised again: {exc}")
+            return wait_for_authorization(store.id, exc)
         except AdapterError as exc:
             return await _finish(ctx, resync_id, "failed", str(exc))
         next_index, next_cursor = (index, page.next_cursor) if page.next_cursor else (index + 1, None)
@@ -362,9 +365,14 @@ async def schedule_polls(session: AsyncSession, now: datetime, settings: Setting
 # One queued poll per store (dedupe) and one running, across processes (lock).
 @job("sync.poll", dedupe=per_store("sync.poll"), lock=per_store("sync.poll"), schedule=schedule_polls)
 async def handle_poll(ctx: JobContext) -> Outcome:
-    store, adapter = await _store_and_adapter(ctx, int(ctx.job.payload["store_id"]))
-    if store is None or store.auth_status != "ok":
-        return Done("store gone or needs re-authorisation")
+    try:
+        store, adapter = await _store_and_adapter(ctx, int(ctx.job.payload["store_id"]))
+    except AuthExpiredError as exc:
+        return Done(f"store needs authorisation: {exc}")  # polls start again once it is authorised
+    except TransientError as exc:
+        return Retry(exc.retry_after_s or backoff_s(ctx.job.attempts, base_s=10, cap_s=900), str(exc))
+    if store is None:
+        return Done("store gone")
     capabilities = adapter_class(store.platform).capabilities
     now = utcnow()
     streams = [s for s, cap in (("orders", Capability.ORDERS_PULL), ("refunds", Capability.REFUNDS_PULL))
@@ -376,8 +384,7 @@ async def handle_poll(ctx: JobContext) -> Outcome:
     except StopPull as stop:
         outcome = stop.outcome
     except AuthExpiredError as exc:
-        await _auth_failed(ctx, store.id, exc)
-        outcome = Done(f"auth expired: {exc}")
+        outcome = Done(f"store needs authorisation: {exc}")
     except AdapterError as exc:
         async with ctx.db.transaction() as session:
             for stream in streams:

@@ -20,13 +20,13 @@ from app.domain.allocation import ShopDemand, allocate
 from app.metrics import STOCK_PUSHES
 from app.models import Listing, Sku, Store
 from app.models.base import utcnow
-from app.services.platforms import adapter_class, make_adapter
+from app.services.connections import AUTH_KINDS, connect, wait_for_authorization
+from app.services.platforms import adapter_class
 from app.domain import outbox
 from app.jobs.catalogue import job, per_store
 from app.jobs.outcomes import Done, JobContext, Outcome, Retry
 from app.jobs.queue import later
 from app.services.errors import Invalid
-from app.services.platforms import mark_auth_expired
 
 log = logging.getLogger("coopsync.push")
 
@@ -163,29 +163,31 @@ async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[li
         plan = await plan_store_push(session, store_id, force=force, cas=cas)
     if not plan:
         return [], Done("nothing to push")
-    adapter = make_adapter(store, ctx.services.get("http"))
     levels = [StockLevel(p.external_sku_key, p.quantity, p.listing_ref, p.expected) for p in plan]
     outcome: Outcome = Done()
     try:
+        adapter = await connect(ctx.db, store, ctx.services.get("http"))
         results = await adapter.push_stock(levels)
     except AdapterError as exc:
         results = []
         error = str(exc)
         async with ctx.db.transaction() as session:
-            if isinstance(exc, AuthExpiredError):
-                await mark_auth_expired(session, store_id, error)
             for p in plan:
                 listing = await session.get(Listing, p.listing_id)
                 listing.push_error = error[:1000]
         STOCK_PUSHES.labels(store.platform, "error").inc(len(plan))
         if isinstance(exc, TransientError):
             return [], Retry(exc.retry_after_s or 5.0, error)
+        if isinstance(exc, AuthExpiredError):
+            # Parked, not dead: the push runs again the moment the store is authorised.
+            return [], wait_for_authorization(store_id, exc)
         return [{"external_sku_key": p.external_sku_key, "quantity": p.quantity, "ok": False, "error": error}
                 for p in plan], Done(error)
     by_key = {r.external_sku_key: r for r in results}
     report = []
     retry_after = None
     conflicted = False
+    auth_failed: str | None = None
     lowered_skus: set[int] = set()
     now = utcnow()
     async with ctx.db.transaction() as session:
@@ -225,6 +227,8 @@ async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[li
                 STOCK_PUSHES.labels(store.platform, "error").inc()
                 if result is not None and result.error_kind in ("transient", "throttled"):
                     retry_after = max(retry_after or 0, result.retry_after_s or 5.0)
+                if result is not None and result.error_kind in AUTH_KINDS:
+                    auth_failed = result.error or "token expired"
             listing.updated_at = now
             report.append({"listing_id": p.listing_id, "external_sku_key": p.external_sku_key,
                            "quantity": p.quantity, "ok": bool(result and result.ok),
@@ -235,6 +239,8 @@ async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[li
                 Listing.sku_id == sku_id, Listing.store_id != store_id).distinct())).scalars().all()
             for other in other_stores:
                 await queue_store_push(session, other)
+    if auth_failed is not None:
+        return report, wait_for_authorization(store_id, auth_failed)
     if conflicted:
         # The shop sold something we have not heard of: wait for its order, then push again.
         return report, Retry(CONFLICT_RETRY_S, "compare-and-set conflict", counts=False)

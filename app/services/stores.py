@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.domain.reconcile import lock_for_binding, rebind_lines
 from app.models import Listing, Sku, Store, StoreSettings
 from app.models.base import utcnow
+from app.services import connections
 from app.services.errors import Invalid, NotFound
 from app.services.platforms import UnknownPlatform, adapter_class, validate_credentials
 from app.services.push import queue_store_push
@@ -34,10 +35,22 @@ async def get_store(session: AsyncSession, store_id: int, *, lock: bool = False)
 async def create_store(session: AsyncSession, *, platform: str, name: str, external_shop_id: str | None,
                        webhook_secret: str | None, credentials: dict, settings: StoreSettings) -> Store:
     store = Store(platform=platform, name=name, external_shop_id=external_shop_id, webhook_secret=webhook_secret,
-                  credentials=checked_credentials(platform, credentials), settings=settings.stored())
+                  settings=settings.stored())
+    _set_credentials(store, checked_credentials(platform, credentials))
     session.add(store)
     await session.flush()
+    if not connections.has_token(store):
+        store.auth_status = "expired"
+        store.auth_error = f"not authorised yet: POST /v1/stores/{store.id}/authorize"
     return store
+
+
+def _set_credentials(store: Store, credentials: dict) -> None:
+    """New credentials: their token times go to their columns, and the store counts as connected anew."""
+    store.credentials, store.auth_expires_at, store.refresh_expires_at = connections.split_token_times(credentials)
+    store.auth_status, store.auth_error = "ok", None
+    store.credentials_version = (store.credentials_version or 0) + 1
+    store.refresh_lease_until = None
 
 
 async def update_store(session: AsyncSession, store_id: int, *, name: str | None = None,
@@ -55,8 +68,12 @@ async def update_store(session: AsyncSession, store_id: int, *, name: str | None
         store.webhook_secret = webhook_secret
         store.webhook_secret_rotated_at = utcnow()
     if credentials is not None:
-        store.credentials = checked_credentials(store.platform, credentials)
-        store.auth_status, store.auth_error = "ok", None
+        _set_credentials(store, checked_credentials(store.platform, credentials))
+        if connections.has_token(store):
+            await connections.wake_parked(session, store.id)
+        else:
+            store.auth_status = "expired"
+            store.auth_error = f"not authorised yet: POST /v1/stores/{store.id}/authorize"
     if settings is not None:
         merged = {**store.options.stored(), **settings}
         try:

@@ -8,7 +8,7 @@ import httpx
 import respx
 from sqlalchemy import func, select
 
-from app.models import Order, Resync, Store, SyncCursor
+from app.models import Job, Order, Resync, Store, SyncCursor
 from app.workers.schedule import Scheduler
 from tests.helpers import ADMIN, create_store
 from tests.shops import make_jobs_due, stock_of
@@ -164,7 +164,7 @@ async def test_throttling_waits_and_goes_on(client, db, runner):
     assert done["status"] == "succeeded" and done["progress"]["created"] == 1
 
 
-async def test_expired_token_fails_the_resync_and_marks_the_store(client, db, runner):
+async def test_expired_token_parks_the_resync_until_new_credentials_then_it_finishes(client, db, runner):
     store = await create_store(client, "shopify", external_shop_id="qinba.myshopify.com",
                                credentials={"access_token": "shpat_old"}, settings={"poll_interval_s": 0})
     with respx.mock(assert_all_mocked=True) as mock:
@@ -172,13 +172,23 @@ async def test_expired_token_fails_the_resync_and_marks_the_store(client, db, ru
             return_value=httpx.Response(401, json={"errors": "[API] Invalid API key or access token"}))
         job = await _resync(client, store["id"])
         await runner.run_until_idle()
-    done = await _get(client, job["id"])
-    assert done["status"] == "failed" and "re-authorisation" in done["error"]
+    waiting = await _get(client, job["id"])
+    # Not failed: it waits (a non-expiring token cannot be refreshed, so a human must act).
+    assert waiting["status"] == "running" and "authorised again" in waiting["error"]
     r = await client.get(f"/v1/stores/{store['id']}", headers=ADMIN)
-    assert r.json()["auth_status"] == "expired"
+    assert r.json()["auth_status"] == "expired" and r.json()["auth"]["status"] == "expired"
+    async with db.read() as session:
+        parked = (await session.execute(select(Job).where(Job.name == "resync.run"))).scalar_one()
+    assert parked.status == "queued" and parked.waiting_for == f"store-auth:{store['id']}"
+    assert parked.attempts == 0  # waiting does not use up attempts
     r = await client.patch(f"/v1/stores/{store['id']}", json={"credentials": {"access_token": "shpat_new"}},
                            headers=ADMIN)
-    assert r.json()["auth_status"] == "ok"
+    assert r.json()["auth"]["status"] == "ok"
+    with respx.mock(assert_all_mocked=True) as mock:
+        route = mock.get(url__regex=r".*/orders\.json.*").mock(return_value=httpx.Response(200, json={"orders": []}))
+        await runner.run_until_idle()
+    assert route.calls and route.calls[0].request.headers["X-Shopify-Access-Token"] == "shpat_new"
+    assert (await _get(client, job["id"]))["status"] == "succeeded"
 
 
 async def test_scheduled_poll_takes_in_orders_and_advances_its_cursor(shop, client, db, runner, settings):

@@ -7,6 +7,7 @@ import pytest
 import respx
 
 from adapters.douyin.client import DouyinClient, error_for_body
+from adapters.tokens import RefreshRefused
 from adapters.errors import AuthExpiredError, PermanentError, ThrottledError, TransientError
 from douyin_fakes import ACCESS_TOKEN, APP_KEY, BASE_URL, FakeGateway, fail, ok
 
@@ -83,7 +84,10 @@ async def test_http_5xx_is_transient_after_retries(adapter, sleeps):
     ({"code": 20000}, TransientError),
     ({"code": 20001}, TransientError),
     ({"code": 40003, "sub_code": "isv.access-token-expired"}, AuthExpiredError),
-    ({"code": 30001, "sub_code": "dop.authorization-no-existed"}, AuthExpiredError),
+    ({"code": 40003, "sub_code": "isv.access-token-no-existed"}, AuthExpiredError),
+    ({"code": 30001, "sub_code": "dop.authorization-no-existed"}, RefreshRefused),
+    ({"code": 30001, "sub_code": "dop.authorization-closed"}, RefreshRefused),
+    ({"code": 50002, "sub_code": "isv.business-failed:31012"}, TransientError),
     ({"code": 40003, "sub_code": "isv.signature-invalid"}, PermanentError),
     ({"code": 40004, "sub_code": "isv.business-failed"}, PermanentError),
     ({"code": 50002}, PermanentError),

@@ -39,8 +39,12 @@ def test_credentials_default_the_api_version_and_hide_the_token():
     assert "shpat_abc" not in repr(creds)
 
 
+def test_credentials_may_wait_for_authorisation():
+    # A store connected through OAuth has no token until its callback; its calls wait for one.
+    assert ShopifyCredentials.model_validate({}).access_token is None
+
+
 @pytest.mark.parametrize("data", [
-    {},
     {"access_token": ""},
     {"access_token": "t", "api_version": "latest"},
     {"access_token": "t", "api_version": "2026-05"},
