@@ -59,6 +59,34 @@ def _require_aware(value: datetime | None) -> datetime | None:
         raise ValueError("naive datetime: every snapshot time must be timezone-aware")
     return value
 
+AfterSaleKind = Literal["refund_only", "return", "exchange", "reship", "repair", "price_protection"]
+"""What an after-sale (售后) is: money back only; goods back and money back; goods back and a
+replacement out (换货); a replacement out, nothing back (补寄, e.g. a missing item); goods repaired
+and sent back (no stock of ours moves); a price difference paid back (价保)."""
+
+ReturnStatus = Literal["awaiting_goods", "received", "inspected"]
+"""Where the goods of a return (or an exchange) are: still with the buyer or on the way; back with
+the merchant; inspected by the cooperative's warehouse. Platforms report the first two."""
+
+ReplacementStatus = Literal["due", "shipped", "cancelled"]
+"""The replacement of an exchange or a reship: the merchant has to send it; the platform records it
+as sent; it will not be sent (refused, failed, turned into a refund)."""
+
+GOODS_COME_BACK: frozenset[str] = frozenset({"return", "exchange"})
+REPLACEMENT_GOES_OUT: frozenset[str] = frozenset({"exchange", "reship"})
+
+
+def restock_for_kind(kind: AfterSaleKind, shipped: bool | None) -> RestockType:
+    """What an after-sale of ``kind`` does with the goods of its lines (the core times it: a return
+    restocks once the goods are back). ``shipped``: whether the order had shipped, where known; a
+    refund only on goods that never left releases them, after shipping (or unknown: the safe side)
+    it moves nothing. Repairs come back to the buyer, reships and price protection take nothing back."""
+    if kind in GOODS_COME_BACK:
+        return "return"
+    if kind == "refund_only" and shipped is False:
+        return "cancel"
+    return "no_restock"
+
 
 class _Snapshot(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -84,6 +112,10 @@ class RefundLineSnapshot(_Snapshot):
     quantity: int = Field(ge=0)
     amount_minor: int = 0
     restock: RestockType = "no_restock"
+    # An exchange whose replacement is another sku (another size, say): the platform's key and the
+    # merchant code of what goes out. None: the same listing as the refunded line.
+    replacement_sku_key: str | None = None
+    replacement_merchant_sku: str | None = None
 
 
 class RefundSnapshot(_Snapshot):
@@ -97,8 +129,32 @@ class RefundSnapshot(_Snapshot):
     created_at: datetime | None = None
     updated_at: datetime
     raw: dict[str, Any] | list[Any] | None = Field(default=None, repr=False)
+    # The after-sale's kind. None: the platform's payload does not say (an older adapter); the core
+    # reads a line that restocks ``return`` as a return, anything else as a refund only.
+    kind: AfterSaleKind | None = None
+    # True where the kind needs a detail call (``Adapter.fetch_after_sale``; Pinduoduo's list does
+    # not document its numbering): money and lines apply at once, restock and replacement wait.
+    kind_pending: bool = False
+    # Returns and exchanges: the platform's word on the goods. None: it says nothing, and a refund
+    # that succeeded with lines restocking ``return`` counts as goods received.
+    return_status: ReturnStatus | None = None
+    # Exchanges and reships: the replacement's state. None: not agreed yet (nothing to send).
+    replacement_status: ReplacementStatus | None = None
 
     _aware = field_validator("created_at", "updated_at")(_require_aware)
+
+
+@dataclass(frozen=True)
+class AfterSaleDetail:
+    """What a detail call adds to a refund snapshot whose ``kind_pending`` was set: its kind, what its
+    lines do with their goods, and where goods and replacement stand (``fetch_after_sale``)."""
+
+    kind: AfterSaleKind
+    restock: RestockType
+    return_status: ReturnStatus | None = None
+    replacement_status: ReplacementStatus | None = None
+    replacement_sku_key: str | None = None
+    replacement_merchant_sku: str | None = None
 
 
 class OrderSnapshot(_Snapshot):
@@ -168,6 +224,9 @@ class WebhookDelivery:
     orders: list[OrderSnapshot] = field(default_factory=list)
     refunds: list[RefundSnapshot] = field(default_factory=list)
     notices: list[OrderNotice | RefundNotice | OrderDeleted] = field(default_factory=list)
+    # Orders the delivery changed without carrying them (Shopify's ``refunds/create`` changes its
+    # order's totals): refetched by a separate best-effort job; the delivery never waits for them.
+    refresh_orders: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -355,6 +414,10 @@ class Adapter(Protocol):
 
     async def fetch_refunds(self, window: TimeWindow, cursor: str | None) -> Page[RefundSnapshot]: ...
 
+    async def fetch_after_sale(self, external_id: str, order_external_id: str) -> AfterSaleDetail | None:
+        """Where snapshots set ``kind_pending``: the after-sale's kind from the platform's detail call
+        (None: the platform cannot show it yet)."""
+
     async def push_stock(self, levels: list[StockLevel]) -> list[PushResult]: ...
 
     async def fetch_stock(self, keys: list[StockLevel]) -> dict[str, int]:
@@ -425,6 +488,9 @@ class AdapterBase:
 
     async def fetch_refunds(self, window: TimeWindow, cursor: str | None) -> Page[RefundSnapshot]:
         raise self._unsupported("fetch_refunds")
+
+    async def fetch_after_sale(self, external_id: str, order_external_id: str) -> AfterSaleDetail | None:
+        raise self._unsupported("fetch_after_sale")
 
     async def push_stock(self, levels: list[StockLevel]) -> list[PushResult]:
         raise self._unsupported("push_stock")

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request, Response
 from starlette.routing import Match, Route
 
 from app.api import oauth, orders, resyncs, settlements, stock, stores, tokens, webhooks
+from app.api import aftersales
 from app.api import shipments as shipments_api
 from app.api.health import router as health_router
 from app.api.middleware import RequestContextMiddleware
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(stores.router)
     app.include_router(orders.router)
     app.include_router(shipments_api.router)
+    app.include_router(aftersales.router)
     app.include_router(resyncs.router)
     app.include_router(settlements.router)
     app.include_router(tokens.router)

@@ -7,12 +7,14 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-SCOPES = ("stock:read", "stock:write", "orders:read", "operator", "admin")
+SCOPES = ("stock:read", "stock:write", "orders:read", "fulfillment", "operator", "admin")
 
 # A scope grants the scopes listed beside it as well.
 _IMPLIES = {
     "admin": set(SCOPES),
-    "operator": {"operator", "orders:read", "stock:read"},
+    "operator": {"operator", "fulfillment", "orders:read", "stock:read"},
+    # The warehouse: shipments and return inspections, and the orders they concern.
+    "fulfillment": {"fulfillment", "orders:read"},
     "stock:write": {"stock:write", "stock:read"},
 }
 

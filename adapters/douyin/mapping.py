@@ -10,8 +10,9 @@ from collections import defaultdict
 from functools import partial
 from typing import Any, Mapping
 
-from adapters.base import OrderLineSnapshot, OrderSnapshot, OrderStatus, RefundLineSnapshot, RefundSnapshot
-from adapters.base import RefundStatus, RestockType
+from adapters.base import GOODS_COME_BACK, REPLACEMENT_GOES_OUT, AfterSaleKind, OrderLineSnapshot, OrderSnapshot
+from adapters.base import OrderStatus, RefundLineSnapshot, RefundSnapshot, RefundStatus, ReplacementStatus
+from adapters.base import RestockType, ReturnStatus, restock_for_kind
 from adapters.errors import PayloadError
 from adapters.fields import as_int, ext_id, present
 from adapters.units import from_unix
@@ -45,10 +46,27 @@ AFTERSALE_FINISHED_WITHOUT_REFUND = frozenset({14})
 REFUND_SUCCEEDED = 3
 REFUND_FAILED = 4
 
-# aftersale_type (china.md 3.4): 0 return and refund, 1 refund only after shipping, 2 refund only before
-# shipping, 3 exchange, 6 price protection, 7 resend, 8 repair.
+# aftersale_type (china.md 3.4, operations.md 3.3): 0 return and refund, 1 refund only after shipping,
+# 2 refund only before shipping, 3 exchange, 6 price protection, 7 reship (补寄), 8 repair; the detail
+# adds 4 system and 5 buyer cancellation (of an order not shipped: a refund only that releases).
 TYPE_RETURN_AND_REFUND = 0
 TYPE_REFUND_NOT_SHIPPED = 2
+_KINDS: dict[int, tuple[AfterSaleKind, bool | None]] = {  # type -> (kind, whether the goods had shipped)
+    0: ("return", True), 1: ("refund_only", True), 2: ("refund_only", False), 3: ("exchange", True),
+    4: ("refund_only", False), 5: ("refund_only", False), 6: ("price_protection", None), 7: ("reship", True),
+    8: ("repair", True),
+}
+# aftersale_status -> where a return's or an exchange's goods are: 6 awaiting the merchant's consent,
+# 7 awaiting the buyer's parcel, 11 the parcel sent back and the merchant's second consent pending:
+# awaiting (the warehouse's inspection is the earlier signal). 8 the merchant to send the exchange,
+# 12 succeeded, 13 replacement on its way, 14 exchange done: the goods were back first.
+_RETURN_STATUS: dict[int, ReturnStatus] = {6: "awaiting_goods", 7: "awaiting_goods", 11: "awaiting_goods",
+                                           8: "received", 12: "received", 13: "received", 14: "received"}
+# aftersale_status -> an exchange's or a reship's replacement: 8 the merchant to send it; 13 sent, the
+# buyer to receive it; 12 / 14 done; 27 / 29 refused, 28 failed, 51 order cancelled: it will not go.
+_REPLACEMENT_STATUS: dict[int, ReplacementStatus] = {8: "due", 12: "shipped", 13: "shipped", 14: "shipped",
+                                                     27: "cancelled", 28: "cancelled", 29: "cancelled",
+                                                     51: "cancelled"}
 
 
 def fen(value: Any, field: str) -> int:
@@ -164,14 +182,25 @@ def refund_status(aftersale_status: int | None, refund_status_code: int | None) 
     return RefundStatus.OPEN
 
 
-def restock_for(aftersale_type: int | None, status: RefundStatus) -> RestockType:
-    """Refund before shipping releases the reservation; a return counts once the after-sale succeeded;
-    refund-only after shipping, exchange, resend, repair and price protection move no stock."""
-    if aftersale_type == TYPE_REFUND_NOT_SHIPPED:
-        return "cancel"
-    if aftersale_type == TYPE_RETURN_AND_REFUND and status is RefundStatus.SUCCEEDED:
-        return "return"
-    return "no_restock"
+def kind_for(aftersale_type: int | None) -> AfterSaleKind:
+    """``aftersale_type`` onto the canonical kind; an after-sale without one is a refund only."""
+    if aftersale_type is None:
+        return "refund_only"
+    try:
+        return _KINDS[aftersale_type][0]
+    except KeyError:
+        raise PayloadError(f"unknown aftersale_type {aftersale_type!r}", platform=PLATFORM) from None
+
+
+def restock_for(aftersale_type: int | None) -> RestockType:
+    """Refund before shipping releases the reservation; returns and exchanges bring the goods back (when
+    they arrive: see return_status); refund-only after shipping, reship, repair and price protection move
+    none of the refunded goods."""
+    if aftersale_type is None:
+        return "no_restock"
+    kind_for(aftersale_type)  # refuses an unknown type
+    kind, shipped = _KINDS[aftersale_type]
+    return restock_for_kind(kind, shipped)
 
 
 def _opt_int(value: Any, field: str) -> int | None:
@@ -192,8 +221,12 @@ def refund_from_douyin(item: Mapping[str, Any]) -> RefundSnapshot:
     aftersale_type = _opt_int(info.get("aftersale_type"), "aftersale_type")
     status = refund_status(_opt_int(info.get("aftersale_status"), "aftersale_status"),
                            _opt_int(info.get("refund_status"), "refund_status"))
-    restock = restock_for(aftersale_type, status)
+    kind = kind_for(aftersale_type)
+    restock = restock_for(aftersale_type)
     refund_amount = fen(info.get("refund_amount"), "refund_amount")
+    aftersale_status = _opt_int(info.get("aftersale_status"), "aftersale_status")
+    # An exchange for another sku (size, weight): what goes out instead of the refunded line's sku.
+    exchange = info.get("exchange_sku_info") if isinstance(info.get("exchange_sku_info"), Mapping) else {}
 
     # The SDK nests the sku orders in order_info.related_order_info[]; china.md 3.5 shows them flat.
     related = order_info.get("related_order_info")
@@ -215,6 +248,9 @@ def refund_from_douyin(item: Mapping[str, Any]) -> RefundSnapshot:
             amount_minor=fen(amount, "aftersale_pay_amount") if amount not in (None, "") else
             (refund_amount if single else 0),
             restock=restock,
+            replacement_sku_key=_id(exchange.get("sku_id")) if kind == "exchange" else None,
+            replacement_merchant_sku=(_text(exchange.get("code")) or _text(exchange.get("out_sku_id"))
+                                      if kind == "exchange" else None),
         ))
     return RefundSnapshot(
         platform=PLATFORM,
@@ -228,4 +264,7 @@ def refund_from_douyin(item: Mapping[str, Any]) -> RefundSnapshot:
         created_at=from_unix(info.get("apply_time") or info.get("create_time")),
         updated_at=updated_at,
         raw=dict(item),
+        kind=kind,
+        return_status=_RETURN_STATUS.get(aftersale_status) if kind in GOODS_COME_BACK else None,
+        replacement_status=_REPLACEMENT_STATUS.get(aftersale_status) if kind in REPLACEMENT_GOES_OUT else None,
     )

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 import httpx
 from pydantic import BaseModel, SecretStr
 
-from adapters.base import OrderSnapshot, Page, PushResult, RefundSnapshot, RefundStatus, StockLevel
+from adapters.base import AfterSaleDetail, OrderSnapshot, Page, PushResult, RefundSnapshot, StockLevel
 from adapters.base import StoreContext, TimeWindow
 from adapters.errors import PayloadError, PermanentError
 from adapters.gateway import BackwardPaging, GatewayAdapter, unix_bounds
@@ -139,17 +139,17 @@ class PinduoduoAdapter(GatewayAdapter, Authorizing):
             page += 1
 
     async def _map_refund(self, row: dict[str, Any]) -> RefundSnapshot:
-        shipped: bool | None = None
-        status = mapping.refund_status(row.get("after_sales_status"))
-        kind = row.get("after_sales_type")
-        if status is RefundStatus.SUCCEEDED and str(kind) == str(mapping.TYPE_REFUND_ONLY):
-            # The list does not say whether the order had shipped, and that decides cancel vs
-            # no_restock for a refund-only after-sale. The detail API's shipping_status does;
-            # we ask only where the answer moves stock (succeeded refund-only).
-            detail = await self.client.refund_information(str(row.get("id")), str(row.get("order_sn")))
-            if detail.get("shipping_status") not in (None, ""):
-                shipped = int(detail["shipping_status"]) == 1
-        return mapping.map_refund(row, amount_unit=self.refund_amount_unit, shipped=shipped)
+        # The list row's after_sales_type has no documented numbering (operations.md 3.1): the snapshot
+        # leaves the kind pending and the core asks fetch_after_sale in a job of its own, so a page of
+        # the list never waits on (or fails with) one detail call per after-sale.
+        return mapping.map_refund(row, amount_unit=self.refund_amount_unit)
+
+    async def fetch_after_sale(self, external_id: str, order_external_id: str) -> AfterSaleDetail | None:
+        """pdd.refund.information.get: the documented after_sales_type, shipping_status, exchange sku."""
+        detail = await self.client.refund_information(str(external_id), str(order_external_id))
+        if not detail or detail.get("after_sales_type") in (None, ""):
+            return None
+        return mapping.map_after_sale_detail(detail)
 
     async def push_stock(self, levels: list[StockLevel]) -> list[PushResult]:
         """One pdd.goods.quantity.update per listing (PDD has no batch call), a result each."""

@@ -12,8 +12,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, Mapping
 
-from adapters.base import OrderLineSnapshot, OrderSnapshot, OrderStatus, RefundLineSnapshot, RefundSnapshot
-from adapters.base import RefundStatus, RestockType
+from adapters.base import AfterSaleDetail, AfterSaleKind, OrderLineSnapshot, OrderSnapshot, OrderStatus
+from adapters.base import RefundLineSnapshot, RefundSnapshot, RefundStatus, ReplacementStatus, RestockType
+from adapters.base import ReturnStatus, restock_for_kind
 from adapters.base import ShippedParcel, ShippingState
 from adapters.errors import PayloadError
 from adapters.fields import as_int, ext_id, present
@@ -193,10 +194,25 @@ _REFUND_SUCCEEDED = frozenset({10})
 # leaving them "open" would block their order's settlement forever.
 _REFUND_CLOSED = frozenset({9, 11, 12, 13, 16, 17, 24, 25})
 
-# after_sales_type as the *responses* number it: 1 refund only, 2 return+refund, 3 exchange,
-# 4 resend, 5 repair. (The list request's filter is shifted by one: 1 all, 2 refund only...)
-TYPE_REFUND_ONLY = 1
-TYPE_RETURN_REFUND = 2
+# after_sales_type as pdd.refund.information.get documents it (operations.md 3.1): 1 refund only,
+# 2 return + refund, 3 exchange, 4 reship (补寄), 5 repair. The list request's filter is shifted by one
+# (1 all, 2 refund only, ...) and the list *response* documents the field without an enum, so a list
+# row's type is not trusted: its snapshot says ``kind_pending`` and the detail call decides.
+DETAIL_KINDS: dict[int, AfterSaleKind] = {1: "refund_only", 2: "return", 3: "exchange", 4: "reship", 5: "repair"}
+
+# after_sales_status -> where a return's goods are. 3 return requested and 7 agreed, the buyer still
+# to send them: awaiting. 10 refund succeeded: PDD pays a return out once the goods are back [I: a
+# speed refund (speed_refund_flag) may pay first]; 16 exchange/reship done and 18 the buyer to confirm
+# the exchange the merchant sent: the merchant had the goods back first.
+_RETURN_STATUS: dict[int, ReturnStatus] = {3: "awaiting_goods", 7: "awaiting_goods", 10: "received",
+                                           16: "received", 18: "received"}
+# after_sales_status -> an exchange's or a reship's replacement. 14 exchange/reship awaiting the
+# merchant, 15 awaiting the buyer (e.g. sending the goods back), 32 reship awaiting the merchant's
+# parcel: it will go out, so it is reserved now. 16 done and 18 awaiting the buyer's confirmation: it
+# went out. 17 failed, and the closed states: it will not.
+_REPLACEMENT_STATUS: dict[int, ReplacementStatus] = {
+    14: "due", 15: "due", 32: "due", 16: "shipped", 18: "shipped",
+    17: "cancelled", 9: "cancelled", 11: "cancelled", 12: "cancelled", 13: "cancelled"}
 
 
 def refund_status(after_sales_status: Any) -> RefundStatus:
@@ -208,39 +224,68 @@ def refund_status(after_sales_status: Any) -> RefundStatus:
     return RefundStatus.OPEN
 
 
-def refund_restock(after_sales_type: Any, status: RefundStatus, shipped: bool | None) -> RestockType:
-    """Whether the refunded goods move stock.
-
-    - refund only, goods never shipped: ``cancel`` (release the reservation);
-    - return + refund that succeeded: ``return`` (the platform only pays out after the return);
-    - refund only after shipping, or shipping unknown: ``no_restock``. Unknown is the safe side:
-      when a whole unshipped order is refunded the order itself maps to cancelled, which releases.
-    """
-    kind = _int(after_sales_type, "after_sales_type") if after_sales_type not in (None, "") else 0
-    if kind == TYPE_RETURN_REFUND and status is RefundStatus.SUCCEEDED:
-        return "return"
-    if kind == TYPE_REFUND_ONLY and shipped is False:
-        return "cancel"
-    return "no_restock"
+def return_status(after_sales_status: Any) -> ReturnStatus | None:
+    return _RETURN_STATUS.get(_int(after_sales_status, "after_sales_status"))
 
 
-def map_refund(raw: Mapping[str, Any], *, amount_unit: AmountUnit = "yuan", shipped: bool | None = None) -> RefundSnapshot:
-    """One after-sale from pdd.refund.list.increment.get (or pdd.refund.information.get).
+def replacement_status(after_sales_status: Any) -> ReplacementStatus | None:
+    return _REPLACEMENT_STATUS.get(_int(after_sales_status, "after_sales_status"))
+
+
+def detail_kind(after_sales_type: Any) -> AfterSaleKind:
+    """``after_sales_type`` in the numbering of the pdd.refund.information.get answer."""
+    code = _int(after_sales_type, "after_sales_type")
+    try:
+        return DETAIL_KINDS[code]
+    except KeyError:
+        raise _err(f"unknown after_sales_type {after_sales_type!r} in pdd.refund.information.get") from None
+
+
+def _shipped(raw: Mapping[str, Any], default: bool | None) -> bool | None:
+    """The detail's ``shipping_status`` (0 not shipped, 1 shipped) where the payload has it."""
+    if raw.get("shipping_status") not in (None, ""):
+        return _int(raw["shipping_status"], "shipping_status") == 1
+    return default
+
+
+def map_after_sale_detail(raw: Mapping[str, Any]) -> AfterSaleDetail:
+    """The inner object of pdd.refund.information.get: the kind, and what the lines do with their goods."""
+    kind = detail_kind(raw.get("after_sales_type"))
+    status_code = raw.get("after_sales_status")
+    known_status = status_code not in (None, "")
+    exchange = raw.get("exchange_shipping_detail") if isinstance(raw.get("exchange_shipping_detail"), Mapping) else {}
+    return AfterSaleDetail(
+        kind=kind,
+        restock=restock_for_kind(kind, _shipped(raw, None)),
+        return_status=return_status(status_code) if known_status else None,
+        replacement_status=replacement_status(status_code) if known_status else None,
+        replacement_sku_key=_id(exchange.get("sku_id_exchange")),
+    )
+
+
+def map_refund(raw: Mapping[str, Any], *, amount_unit: AmountUnit = "yuan", shipped: bool | None = None,
+               from_detail: bool = False) -> RefundSnapshot:
+    """One after-sale from pdd.refund.list.increment.get, or (``from_detail``) pdd.refund.information.get.
 
     ``amount_unit``: the list documents ``refund_amount`` as yuan strings, while the detail API types
     the same field as an integer with no unit [I]; the store setting ``refund_amount_unit`` decides.
-    ``shipped``: whether the order had shipped (detail API ``shipping_status``); when the payload
-    itself carries ``shipping_status`` it wins.
+    A list row's ``after_sales_type`` has no documented numbering: its snapshot has no kind and says
+    ``kind_pending``, and its lines restock nothing until the detail call (``map_after_sale_detail``)
+    says what they do. A detail payload carries the documented type; ``shipped`` (whether the order
+    had shipped) is its ``shipping_status`` when the payload has one.
     """
     refund_id = _id(raw.get("id"))
     order_sn = _id(raw.get("order_sn"))
     if refund_id is None or order_sn is None:
         raise _err("after-sale without id or order_sn")
     updated_at = _present(pdd_time(raw.get("updated_time")), f"after-sale {refund_id} has no updated_time")
-    if raw.get("shipping_status") not in (None, ""):
-        shipped = _int(raw["shipping_status"], "shipping_status") == 1
     status = refund_status(raw.get("after_sales_status"))
     amount = pdd_money(raw.get("refund_amount"), amount_unit)
+    kind: AfterSaleKind | None = None
+    restock: RestockType = "no_restock"
+    if from_detail:
+        kind = detail_kind(raw.get("after_sales_type"))
+        restock = restock_for_kind(kind, _shipped(raw, shipped))
     sku_id = _id(raw.get("sku_id"))
     number = raw.get("goods_number")
     line = RefundLineSnapshot(
@@ -250,7 +295,7 @@ def map_refund(raw: Mapping[str, Any], *, amount_unit: AmountUnit = "yuan", ship
         merchant_sku=_merchant_sku(raw),
         quantity=_int(number, "goods_number") if number not in (None, "") else 0,
         amount_minor=amount,
-        restock=refund_restock(raw.get("after_sales_type"), status, shipped),
+        restock=restock,
     )
     return RefundSnapshot(
         platform=PLATFORM,
@@ -263,4 +308,8 @@ def map_refund(raw: Mapping[str, Any], *, amount_unit: AmountUnit = "yuan", ship
         created_at=pdd_time(raw.get("created_time") or raw.get("recreated_at")),
         updated_at=updated_at,
         raw=dict(raw),
+        kind=kind,
+        kind_pending=kind is None,
+        return_status=return_status(raw.get("after_sales_status")),
+        replacement_status=replacement_status(raw.get("after_sales_status")),
     )

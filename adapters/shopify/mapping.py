@@ -139,6 +139,11 @@ def map_refund(refund: dict[str, Any], order_currency: str | None = None) -> Ref
     created_at = _time(refund, "created_at")
     updated_at = _present(_time(refund, "processed_at") or created_at,
                           f"Shopify refund {refund_id} has neither processed_at nor created_at")
+    # A REST refund has no after-sale type: restock_type "return" (or legacy restock) is the merchant
+    # recording goods that came back, so the refund is a return whose goods are received; the rest is
+    # money only (with "cancel" releasing what never shipped). Exchanges live in the GraphQL Returns
+    # API, which this adapter does not read.
+    returned = any(line.restock == "return" for line in lines)
     return RefundSnapshot(
         platform=PLATFORM,
         external_id=refund_id,
@@ -150,6 +155,8 @@ def map_refund(refund: dict[str, Any], order_currency: str | None = None) -> Ref
         created_at=created_at,
         updated_at=updated_at,
         raw=refund,
+        kind="return" if returned else "refund_only",
+        return_status="received" if returned else None,
     )
 
 

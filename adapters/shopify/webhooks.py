@@ -10,7 +10,7 @@ import hmac
 import json
 from typing import Any, Mapping
 
-from adapters.base import OrderNotice, WebhookDelivery, WebhookIdentity, header
+from adapters.base import WebhookDelivery, WebhookIdentity, header
 from adapters.errors import PayloadError
 from adapters.shopify.mapping import PLATFORM, map_order, map_refund
 from adapters.signing import verify_text_signature
@@ -68,5 +68,7 @@ def parse(headers: Mapping[str, str], body: bytes) -> WebhookDelivery:
         # Embedded refunds travel inside the order snapshot (OrderSnapshot.refunds), not twice.
         return WebhookDelivery(topic=topic, orders=[map_order(payload)])
     refund = map_refund(payload)
-    # The refund changes its order (financial_status, current totals): ask the worker to refetch it too.
-    return WebhookDelivery(topic=topic, refunds=[refund], notices=[OrderNotice(refund.order_external_id)])
+    # The body is the whole refund: it applies at once. Its order changed too (financial_status, current
+    # totals), which a separate best-effort job refetches; a slow or unreachable Shopify never holds up
+    # the refund's restock and amount.
+    return WebhookDelivery(topic=topic, refunds=[refund], refresh_orders=[refund.order_external_id])

@@ -9,8 +9,9 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Mapping
 
-from adapters.base import OrderLineSnapshot, OrderSnapshot, OrderStatus, RefundLineSnapshot, RefundSnapshot
-from adapters.base import RefundStatus, RestockType
+from adapters.base import GOODS_COME_BACK, AfterSaleKind, OrderLineSnapshot, OrderSnapshot, OrderStatus
+from adapters.base import RefundLineSnapshot, RefundSnapshot, RefundStatus, ReplacementStatus, RestockType
+from adapters.base import ReturnStatus
 from adapters.errors import PayloadError
 from adapters.fields import as_int, ext_id, present
 from adapters.units import from_beijing, to_minor
@@ -172,6 +173,38 @@ def refund_restock(raw: Mapping[str, Any]) -> RestockType:
     return "no_restock"
 
 
+# dispute_type (operations.md 3.2, TOP-META model/tbrefund/Refund.go). OTHERS, or a payload without
+# the field (it is only returned when asked for in ``fields``), is read from the goods: see refund_kind.
+_DISPUTE_KINDS: dict[str, AfterSaleKind] = {
+    "REFUND": "refund_only", "REFUND_AND_RETURN": "return", "TMALL_EXCHANGE": "exchange",
+    "TAOBAO_EXCHANGE": "exchange", "REPAIR": "repair", "RESHIPPING": "reship",
+}
+# status -> where a return's (or an exchange's) goods are. WAIT_SELLER_CONFIRM_GOODS: the buyer sent
+# them, the seller has not confirmed receipt (the warehouse's inspection is the earlier signal).
+# WAIT_SELLER_CONSIGN_GOODS / WAIT_BUYER_CONFIRM_EXCHANGE_SELLER_SEND_GOODS: the seller confirmed the
+# exchange's goods and sends (sent) the replacement. SUCCESS: TOP pays a return only after the seller
+# confirmed the goods.
+_RETURN_STATUS: dict[str, ReturnStatus] = {
+    "WAIT_SELLER_AGREE": "awaiting_goods", "WAIT_BUYER_RETURN_GOODS": "awaiting_goods",
+    "WAIT_SELLER_CONFIRM_GOODS": "awaiting_goods", "WAIT_SELLER_CONSIGN_GOODS": "received",
+    "WAIT_BUYER_CONFIRM_EXCHANGE_SELLER_SEND_GOODS": "received", "SUCCESS": "received",
+}
+# status -> an exchange's or a reship's replacement (the list filter's exchange states, operations.md 3.2).
+_REPLACEMENT_STATUS: dict[str, ReplacementStatus] = {
+    "WAIT_SELLER_CONSIGN_GOODS": "due", "WAIT_BUYER_CONFIRM_EXCHANGE_SELLER_SEND_GOODS": "shipped",
+    "SUCCESS": "shipped", "EXCHANGE_TRANSFORM_TO_REFUND": "cancelled", "CLOSED": "cancelled",
+    "SELLER_REFUSE_BUYER": "cancelled",
+}
+
+
+def refund_kind(raw: Mapping[str, Any]) -> AfterSaleKind:
+    """``dispute_type`` onto the canonical kind; OTHERS or none: a return when goods come back."""
+    kind = _DISPUTE_KINDS.get(str(raw.get("dispute_type") or ""))
+    if kind is not None:
+        return kind
+    return "return" if refund_restock(raw) == "return" else "refund_only"
+
+
 def map_refund(raw: Mapping[str, Any]) -> RefundSnapshot:
     """One refund from taobao.refunds.receive.get or taobao.refund.get."""
     refund_id = _id(raw.get("refund_id"))
@@ -180,6 +213,14 @@ def map_refund(raw: Mapping[str, Any]) -> RefundSnapshot:
         raise _err("refund without refund_id or tid")
     updated_at = _present(from_beijing(raw.get("modified")), f"refund {refund_id} has no modified time")
     amount = _money(raw.get("refund_fee"))
+    kind = refund_kind(raw)
+    # Returns and exchanges bring the goods back (timed by return_status); a refund only releases goods
+    # that never left; reships, repairs and price differences move none of the refunded goods.
+    restock: RestockType = "no_restock"
+    if kind in GOODS_COME_BACK:
+        restock = "return"
+    elif kind == "refund_only" and refund_restock(raw) == "cancel":
+        restock = "cancel"
     num = raw.get("num")
     # A refund names its sub-order (oid) and item, not the sku id: the sku key is the item id only
     # when the item has no SKUs (``sku`` empty); otherwise the order line (oid) identifies it.
@@ -190,8 +231,9 @@ def map_refund(raw: Mapping[str, Any]) -> RefundSnapshot:
         merchant_sku=str(raw["outer_id"]) if raw.get("outer_id") else None,
         quantity=_int(num, "num") if num not in (None, "") else 0,
         amount_minor=amount,
-        restock=refund_restock(raw),
+        restock=restock,
     )
+    status = str(raw.get("status"))
     return RefundSnapshot(
         platform=PLATFORM,
         external_id=refund_id,
@@ -203,4 +245,7 @@ def map_refund(raw: Mapping[str, Any]) -> RefundSnapshot:
         created_at=from_beijing(raw.get("created")),
         updated_at=updated_at,
         raw=dict(raw),
+        kind=kind,
+        return_status=_RETURN_STATUS.get(status) if kind in GOODS_COME_BACK else None,
+        replacement_status=_REPLACEMENT_STATUS.get(status) if kind in ("exchange", "reship") else None,
     )

@@ -187,6 +187,9 @@ def map_refund(refund: Mapping[str, Any], order: Mapping[str, Any]) -> RefundSna
                 restock=restock_for(order) if quantity else "no_restock",
             )
         )
+    # Woo has no after-sale type: a refund whose quantities came back from a completed order is a
+    # return (its goods are back: the merchant records the refund on receipt), anything else money only.
+    returned = any(line.restock == "return" for line in lines)
     return RefundSnapshot(
         platform=PLATFORM,
         external_id=refund_id,
@@ -200,4 +203,6 @@ def map_refund(refund: Mapping[str, Any], order: Mapping[str, Any]) -> RefundSna
         created_at=created_at,
         updated_at=created_at,  # refunds are immutable in Woo: deleted, never edited
         raw=dict(refund),
+        kind="return" if returned else "refund_only",
+        return_status="received" if returned else None,
     )

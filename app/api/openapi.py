@@ -46,6 +46,7 @@ DESCRIPTIONS = {
 IDEMPOTENT = {("POST", "/v1/skus"), ("POST", "/v1/stock/receipts"), ("POST", "/v1/stock/adjustments"),
               ("POST", "/v1/stores"), ("POST", "/v1/resyncs"), ("POST", "/v1/settlements/run")}
 IDEMPOTENT.add(("POST", "/v1/orders/{order_id}/shipments"))
+IDEMPOTENT.add(("POST", "/v1/refunds/{refund_id}/inspection"))
 
 # What a route can answer beyond what its parameters, body and security imply.
 EXTRA: dict[tuple[str, str], set[int]] = {

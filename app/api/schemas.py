@@ -305,6 +305,9 @@ class OrderLinePublic(_PublicModel):
     shipped: int
     restocked: int
     oversold: int
+    kind: Literal["sale", "replacement"] = Field(
+        description="replacement: what an exchange or a reship sends out again; no money, no sale")
+    replacement_of_refund_id: int | None = Field(description="the refund (after-sale) a replacement line is for")
 
     @classmethod
     def of(cls, line: OrderLine, sku_code: str | None) -> OrderLinePublic:
@@ -313,7 +316,8 @@ class OrderLinePublic(_PublicModel):
             "external_sku_key": line.external_sku_key, "external_line_id": line.external_line_id,
             "title": line.title, "quantity": line.quantity, "unit_price_minor": line.unit_price_minor,
             "discount_minor": line.discount_minor, "total_minor": line.total_minor, "reserved": line.reserved_qty,
-            "shipped": line.shipped_qty, "restocked": line.restocked_qty, "oversold": line.oversold_qty})
+            "shipped": line.shipped_qty, "restocked": line.restocked_qty, "oversold": line.oversold_qty,
+            "kind": line.kind, "replacement_of_refund_id": line.replacement_of_refund_id})
 
 
 # -- shipments and carriers ----------------------------------------------------------------------
@@ -492,19 +496,28 @@ class OrderPublic(_PublicModel):
 
 
 class RefundLinePublic(_PublicModel):
+    """``returned`` units came back; ``held`` of them wait apart for inspection; ``good`` and
+    ``defective`` are the inspection's verdicts (a defective unit is written off)."""
+
+    line_id: int | None = Field(description="the order line refunded (null: not matched yet)")
     sku: str | None
     quantity: int
     restock: bool = Field(description="whether the goods come back to stock")
     restock_type: str = Field(description="cancel, return or no_restock")
     amount_minor: int
     external_line_id: str | None
+    returned: int
+    held: int
+    good: int
+    defective: int
 
     @classmethod
     def of(cls, line: RefundLine, sku_code: str | None) -> RefundLinePublic:
         return cls.model_validate({
-            "sku": sku_code, "quantity": line.quantity, "restock": line.restock != "no_restock",
-            "restock_type": line.restock, "amount_minor": line.amount_minor,
-            "external_line_id": line.external_line_id})
+            "line_id": line.order_line_id, "sku": sku_code, "quantity": line.quantity,
+            "restock": line.restock != "no_restock", "restock_type": line.restock, "amount_minor": line.amount_minor,
+            "external_line_id": line.external_line_id, "returned": line.returned_qty, "held": line.held_qty,
+            "good": line.good_qty, "defective": line.defective_qty})
 
 
 class RefundPublic(_PublicModel):
@@ -516,6 +529,12 @@ class RefundPublic(_PublicModel):
     status: str
     currency: str
     amount_minor: int
+    kind: str | None = Field(description="refund_only, return, exchange, reship, repair or price_protection; "
+                                         "null while kind_pending")
+    kind_pending: bool = Field(description="the platform's detail call that tells the kind is still due; "
+                                           "restock and replacement wait for it")
+    return_status: str | None = Field(description="returns and exchanges: awaiting_goods, received or inspected")
+    replacement_status: str | None = Field(description="exchanges and reships: due, shipped or cancelled")
     lines: list[RefundLinePublic]
     updated_at: Timestamp
     settlement_id: str | None
@@ -526,7 +545,21 @@ class RefundPublic(_PublicModel):
             "id": refund.id, "store_id": refund.store_id, "order_id": refund.order_id,
             "order_external_id": refund.order_external_id, "external_id": refund.external_id,
             "status": refund.status, "currency": refund.currency, "amount_minor": refund.amount_minor,
+            "kind": refund.kind, "kind_pending": refund.kind_pending, "return_status": refund.return_status,
+            "replacement_status": refund.replacement_status,
             "lines": lines, "updated_at": refund.platform_updated_at, "settlement_id": refund.settlement_id})
+
+
+class InspectedLine(_RequestBody):
+    line_id: Annotated[StrictInt, Field(ge=1, le=MAX_ID, description="the order line the goods came from")]
+    good: Annotated[StrictInt, Field(ge=0, le=10_000_000, description="units fit to sell again")]
+    defective: Annotated[StrictInt, Field(ge=0, le=10_000_000, description="units written off, never sellable")]
+
+
+class InspectionCreate(_RequestBody):
+    """What the warehouse found in a return's goods; each call adds to what was inspected before."""
+
+    lines: Annotated[list[InspectedLine], Field(min_length=1, max_length=1000)]
 
 
 class InboxItemPublic(_PublicModel):

@@ -244,5 +244,43 @@ async def return_to_lots(session: AsyncSession, *, sku_id: int, quantity: int, m
     await session.flush()
 
 
+async def take_back_from_lots(session: AsyncSession, *, sku_id: int, quantity: int, movement_id: int,
+                              order_line_id: int, credited_by: list[int]) -> None:
+    """Units that came back into member lots (the restock movements ``credited_by``) leave again
+    (a defective unit written off): out of the lots those restocks credited, the last one first, so
+    the sale's attribution stays where it was; what those lots no longer hold comes out first in,
+    first out, like a stocktake loss."""
+    credited: dict[int | None, int] = {}
+    order_of_lots: list[int | None] = []
+    if credited_by:
+        rows = (await session.execute(
+            select(LotConsumption).where(LotConsumption.movement_id.in_(credited_by),
+                                         LotConsumption.order_line_id == order_line_id)
+            .order_by(LotConsumption.id.desc()))).scalars().all()
+        for row in rows:
+            if row.lot_id not in credited:
+                order_of_lots.append(row.lot_id)
+            credited[row.lot_id] = credited.get(row.lot_id, 0) - row.quantity  # credits are negative rows
+    remaining = quantity
+    for lot_id in order_of_lots:
+        if remaining == 0:
+            break
+        take = min(credited[lot_id], remaining)
+        member = None
+        if lot_id is not None:
+            lot = await session.get(MemberLot, lot_id, with_for_update=True)
+            take = min(take, lot.remaining)  # what the lot still holds (later sales may have taken some)
+            lot.remaining -= take
+            member = lot.member_id
+        if take <= 0:
+            continue
+        session.add(LotConsumption(movement_id=movement_id, sku_id=sku_id, lot_id=lot_id, member_id=member,
+                                   order_line_id=order_line_id, quantity=take))
+        remaining -= take
+    await session.flush()
+    if remaining:
+        await consume_lots(session, sku_id=sku_id, quantity=remaining, movement_id=movement_id, order_line_id=None)
+
+
 async def _after_change(session: AsyncSession, sku_id: int) -> None:
     note_stock_changed(session, sku_id)

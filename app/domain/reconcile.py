@@ -12,13 +12,14 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import case, select, tuple_, update
+from sqlalchemy import case, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from adapters.base import OrderSnapshot, OrderStatus, RefundSnapshot, RefundStatus
+from adapters.base import REPLACEMENT_GOES_OUT, AfterSaleDetail, OrderSnapshot, OrderStatus, RefundSnapshot
+from adapters.base import RefundStatus
 from adapters.errors import DependencyNotReady
-from app.db import is_sqlite
-from app.domain import ledger
+from app.db import before_commit, is_sqlite
+from app.domain import ledger, returns
 from app.metrics import OVERSOLD_LINES
 from app.models import Listing, Order, OrderLine, Refund, RefundLine, Sku, Store
 from app.models.base import utcnow
@@ -100,6 +101,13 @@ async def lock_for_snapshots(session: AsyncSession,
                 if line.merchant_sku:
                     merchant_codes.add(line.merchant_sku)
         order_keys.update((store_id, r.order_external_id) for r in refunds)
+        for refund in [*refunds, *(r for o in orders for r in o.refunds)]:
+            for line in refund.lines:  # an exchange for another sku reserves that sku's stock
+                key = listing_key(line.replacement_sku_key, line.replacement_merchant_sku)
+                if key is not None:
+                    listing_keys.add((store_id, key))
+                if line.replacement_merchant_sku:
+                    merchant_codes.add(line.replacement_merchant_sku)
     sku_ids: set[int] = set()
     if order_keys:
         order_ids = (await session.execute(
@@ -276,12 +284,15 @@ async def apply_stock_effects(session: AsyncSession, order: Order, lines: list[O
             select(OrderLine).where(OrderLine.order_id == order.id).order_by(OrderLine.line_no)
         )).scalars().all()
     oversold = False
-    # Our shipments decide a line once the order has one.
-    ours = any(line.shipment_qty for line in lines)
+    # Our shipments decide a sale line once the order has one; a replacement line once it has its own.
+    ours = any(line.shipment_qty for line in lines if line.kind != "replacement")
     for line in lines:
         if line.sku_id is None:
             continue
-        want_shipped, want_reserved = _target(order, line, ours)
+        if line.kind == "replacement":
+            want_shipped, want_reserved = _target(_ReplacementOrder(order), line, line.shipment_qty > 0)
+        else:
+            want_shipped, want_reserved = _target(order, line, ours)
         if want_shipped > line.shipped_qty:
             await _ship(session, order, line, want_shipped - line.shipped_qty)
         if want_reserved < line.reserved_qty:
@@ -381,7 +392,8 @@ async def upsert_refund(session: AsyncSession, store: Store, snap: RefundSnapsho
         for index, line_snap in enumerate(snap.lines):
             session.add(RefundLine(refund_id=refund.id, line_no=index + 1, external_line_id=line_snap.external_line_id,
                                    quantity=line_snap.quantity, amount_minor=line_snap.amount_minor,
-                                   restock=line_snap.restock))
+                                   restock=line_snap.restock, replacement_sku_key=line_snap.replacement_sku_key,
+                                   replacement_merchant_sku=line_snap.replacement_merchant_sku))
     refund.order_id = order.id if order is not None else None
     refund.status = str(snap.status)
     refund.currency = snap.currency
@@ -392,6 +404,7 @@ async def upsert_refund(session: AsyncSession, store: Store, snap: RefundSnapsho
     refund.updated_at = utcnow()
     if snap.status == RefundStatus.SUCCEEDED and refund.succeeded_at is None:
         refund.succeeded_at = snap.updated_at
+    _take_after_sale_state(session, refund, snap)
     await session.flush()
     if order is not None:
         await _resolve_refund_lines(session, order, refund, snap)
@@ -399,10 +412,44 @@ async def upsert_refund(session: AsyncSession, store: Store, snap: RefundSnapsho
     return Result("created" if created else "updated", order_id=refund.order_id, refund_id=refund.id)
 
 
+_REPLACEMENT_RANK = {None: 0, "due": 1, "shipped": 2}
+
+
+def _take_after_sale_state(session: AsyncSession, refund: Refund, snap: RefundSnapshot) -> None:
+    """The snapshot's kind, where the goods are and where the replacement is, merged into the row."""
+    if snap.kind is not None:
+        refund.kind, refund.kind_pending = snap.kind, False
+    elif snap.kind_pending:
+        if refund.kind is None:
+            # Money and lines apply now; the kind (and the stock effects that depend on it) waits for
+            # the platform's detail call, which a job makes (queued once this transaction commits).
+            refund.kind_pending = True
+            note_detail_wanted(session, refund.id)
+    elif refund.kind is None:
+        # An adapter that says nothing: a line that takes goods back makes a return.
+        refund.kind = "return" if any(l.restock == "return" for l in snap.lines) else "refund_only"
+    back = snap.return_status in ("received", "inspected") or (
+        snap.return_status is None and snap.status == RefundStatus.SUCCEEDED
+        and any(l.restock == "return" for l in snap.lines))
+    if back and refund.returned_at is None:
+        refund.returned_at = snap.updated_at
+    refund.replacement_status = _merge_replacement(refund.replacement_status, snap.replacement_status)
+
+
+def _merge_replacement(held: str | None, told: str | None) -> str | None:
+    """A replacement moves forward only (due, then shipped); a cancellation ends one not yet shipped."""
+    if told is None or held == "shipped":
+        return held
+    if told == "cancelled" or held == "cancelled":
+        return "cancelled"
+    return told if _REPLACEMENT_RANK[told] > _REPLACEMENT_RANK[held] else held
+
+
 async def _resolve_refund_lines(session: AsyncSession, order: Order, refund: Refund, snap: RefundSnapshot) -> None:
     lines = (await session.execute(select(RefundLine).where(RefundLine.refund_id == refund.id)
                                    .order_by(RefundLine.line_no))).scalars().all()
-    order_lines = (await session.execute(select(OrderLine).where(OrderLine.order_id == order.id))).scalars().all()
+    order_lines = (await session.execute(select(OrderLine).where(OrderLine.order_id == order.id,
+                                                                 OrderLine.kind == "sale"))).scalars().all()
     by_ext = {l.external_line_id: l for l in order_lines}
     by_key = {l.external_sku_key: l for l in order_lines if l.external_sku_key}
     by_merchant = {l.merchant_sku: l for l in order_lines if l.merchant_sku}
@@ -417,49 +464,182 @@ async def _resolve_refund_lines(session: AsyncSession, order: Order, refund: Ref
 
 
 async def _apply_refund_effects(session: AsyncSession, order: Order, refund: Refund) -> None:
-    """Money: the order's refunded total. Stock: a succeeded refund's lines, once each."""
+    """Money: the order's refunded total, at once. Stock, once the kind is known: a succeeded refund
+    releases what never shipped (once per line); returned goods come back (returns.py) once the
+    platform says they are back; an exchange's or a reship's replacement is a line of its own."""
     await session.flush()  # the session does not autoflush: the sum below must see this refund
     succeeded = (await session.execute(select(Refund.amount_minor).where(
         Refund.order_id == order.id, Refund.status == RefundStatus.SUCCEEDED.value))).scalars().all()
     order.refunded_minor = sum(succeeded)
-    if refund.status != RefundStatus.SUCCEEDED.value:
-        return
+    if refund.kind_pending:
+        return  # restock and replacement depend on the kind, which its detail call will tell
     lines = (await session.execute(select(RefundLine).where(RefundLine.refund_id == refund.id)
                                    .order_by(RefundLine.line_no))).scalars().all()
+    if refund.kind is None:  # a row written without one: read it as upsert_refund reads such a snapshot
+        refund.kind = "return" if any(l.restock == "return" for l in lines) else "refund_only"
+    hold = (await session.get(Store, order.store_id)).options.restock_returns == "after_inspection"
+    held_lines: list[tuple[RefundLine, OrderLine | None]] = []
     for rline in lines:
-        if rline.order_line_id is None or rline.restock == "no_restock" or rline.applied_qty >= rline.quantity:
-            continue
-        oline = await session.get(OrderLine, rline.order_line_id, with_for_update=True)
-        if oline.sku_id is None:
-            continue  # applied once the line is bound (rebind_lines), with everything below
-        back_on_platform = min(rline.quantity - rline.applied_qty, oline.platform_held)
-        if back_on_platform and oline.external_sku_key:
-            # A refund that restocks puts the units back on the shop's own count too.
-            await platform_count_changed(session, order.store_id, oline.external_sku_key, -back_on_platform)
-            oline.platform_held -= back_on_platform
-        todo = rline.quantity - rline.applied_qty
-        # Goods not shipped yet: give back the reservation, and never reserve them again.
-        unshipped = max(0, oline.quantity - oline.released_qty - oline.shipped_qty)
-        cancel_qty = min(todo, unshipped)
-        if cancel_qty:
-            await _release(session, order, oline, cancel_qty, reason=f"refund {refund.external_id}",
-                           cause=f"refund:{refund.id}:line:{rline.id}:release")
-            # Even with nothing reserved (oversold or unpaid) the units leave the line's demand.
-            oline.released_qty += cancel_qty
-        if rline.restock == "return" and todo > cancel_qty:
+        oline = None if rline.order_line_id is None else await session.get(OrderLine, rline.order_line_id,
+                                                                            with_for_update=True)
+        held_lines.append((rline, oline))
+        if oline is None or rline.restock == "no_restock" or oline.sku_id is None:
+            continue  # a line bound later is applied then (rebind_lines), with everything below
+        if refund.status == RefundStatus.SUCCEEDED.value and rline.applied_qty < rline.quantity:
+            back_on_platform = min(rline.quantity - rline.applied_qty, oline.platform_held)
+            if back_on_platform and oline.external_sku_key:
+                # A refund that restocks puts the units back on the shop's own count too.
+                await platform_count_changed(session, order.store_id, oline.external_sku_key, -back_on_platform)
+                oline.platform_held -= back_on_platform
+            # Goods not shipped yet: give back the reservation, and never reserve them again.
+            todo = rline.quantity - rline.applied_qty - rline.returned_qty
+            unshipped = max(0, oline.quantity - oline.released_qty - oline.shipped_qty)
+            cancel_qty = min(max(0, todo), unshipped)
+            if cancel_qty:
+                await _release(session, order, oline, cancel_qty, reason=f"refund {refund.external_id}",
+                               cause=f"refund:{refund.id}:line:{rline.id}:release")
+                # Even with nothing reserved (oversold or unpaid) the units leave the line's demand.
+                oline.released_qty += cancel_qty
+            # The release decision of a refund line is made once; what stock could not take back stays out.
+            rline.applied_qty = rline.quantity
+        if rline.restock == "return" and refund.returned_at is not None and returns.brings_goods_back(refund):
             # A refund never restocks more than its line shipped (less what came back already).
-            back = min(todo - cancel_qty, oline.shipped_qty - oline.restocked_qty)
-            if back > 0:
-                moved = await ledger.apply_movement(
-                    session, sku_id=oline.sku_id, kind="restock", cause_key=f"refund:{refund.id}:line:{rline.id}:restock",
-                    on_hand_delta=back, order_line_id=oline.id, reason=f"refund {refund.external_id}")
-                if moved is not None:
-                    oline.restocked_qty += back
-                    await ledger.return_to_lots(session, sku_id=oline.sku_id, quantity=back, movement_id=moved.id,
-                                                order_line_id=oline.id)
-        # The stock decision of a refund line is made once; what stock could not take back stays out.
-        rline.applied_qty = rline.quantity
+            await returns.receive(session, refund=refund, rline=rline, oline=oline,
+                                  quantity=returns.returnable(rline, oline) - rline.returned_qty, hold=hold)
+    refund.return_status = returns.return_status(refund, held_lines)
+    await _apply_replacements(session, order, refund, held_lines)
     await apply_stock_effects(session, order)
+
+
+class _ReplacementOrder:
+    """The order as a replacement line sees it: a replacement reserves and ships like a line of a paid
+    order of its own (our shipment or the platform's word on it ships it), whatever its order's status."""
+
+    status = OrderStatus.PAID.value
+
+    def __init__(self, order: Order) -> None:
+        self._order = order
+
+    def __getattr__(self, name: str):
+        return getattr(self._order, name)
+
+
+async def _apply_replacements(session: AsyncSession, order: Order, refund: Refund,
+                              lines: list[tuple[RefundLine, OrderLine | None]]) -> None:
+    """An exchange or a reship sends goods out again: one replacement line per refunded line, created
+    once the replacement is due, with no money (settlement counts it as no sale)."""
+    if refund.kind_pending or refund.kind not in REPLACEMENT_GOES_OUT:
+        return
+    status = refund.replacement_status
+    existing = {l.replacement_of_line_id: l for l in (await session.execute(
+        select(OrderLine).where(OrderLine.replacement_of_refund_id == refund.id))).scalars()}
+    next_no = None
+    for rline, oline in lines:
+        if oline is None or rline.quantity <= 0:
+            continue
+        line = existing.get(oline.id)
+        if line is None:
+            if status not in ("due", "shipped"):
+                continue
+            if next_no is None:
+                next_no = (await session.execute(select(func.max(OrderLine.line_no)).where(
+                    OrderLine.order_id == order.id))).scalar_one() or 0
+            next_no += 1
+            line = await _replacement_line(session, order, refund, rline, oline, next_no)
+        if status == "shipped":
+            line.shipped_quantity = line.quantity  # the platform's word: it left (once, by its cause key)
+        elif status == "cancelled":
+            line.released_qty = max(line.released_qty, line.quantity - line.shipped_qty)
+
+
+async def _replacement_line(session: AsyncSession, order: Order, refund: Refund, rline: RefundLine,
+                            oline: OrderLine, line_no: int) -> OrderLine:
+    if rline.replacement_sku_key or rline.replacement_merchant_sku:
+        key = listing_key(rline.replacement_sku_key, rline.replacement_merchant_sku)
+        listing = await resolve_listing(session, order.store_id, key, rline.replacement_merchant_sku, {})
+        sku_id = listing.sku_id if listing is not None else None
+        merchant, ref = rline.replacement_merchant_sku, dict(listing.listing_ref or {}) if listing else {}
+    else:
+        key, sku_id, merchant, ref = oline.external_sku_key, oline.sku_id, oline.merchant_sku, dict(oline.listing_ref or {})
+    line = OrderLine(order_id=order.id, line_no=line_no, kind="replacement", replacement_of_refund_id=refund.id,
+                     replacement_of_line_id=oline.id,
+                     external_line_id=f"replacement:{refund.external_id}:{oline.external_line_id}"[:128],
+                     external_sku_key=key, merchant_sku=merchant, title=oline.title, sku_id=sku_id,
+                     quantity=rline.quantity, unit_price_minor=0, discount_minor=0, total_minor=0, listing_ref=ref)
+    session.add(line)
+    await session.flush()
+    return line
+
+
+async def apply_after_sale_detail(session: AsyncSession, refund_id: int, detail: AfterSaleDetail) -> Result:
+    """The platform's detail call answered: the kind of a refund whose kind was pending, what its lines
+    do with their goods, where goods and replacement are; then the effects that waited for it.
+    The caller locks the order row first (``lock_for_refund``)."""
+    refund = (await session.execute(select(Refund).where(Refund.id == refund_id).with_for_update()
+                                    .execution_options(populate_existing=True))).scalar_one_or_none()
+    if refund is None or not refund.kind_pending:
+        return Result("unchanged", order_id=refund.order_id if refund else None, refund_id=refund_id)
+    refund.kind, refund.kind_pending = detail.kind, False
+    for rline in (await session.execute(select(RefundLine).where(RefundLine.refund_id == refund.id))).scalars():
+        rline.restock = detail.restock  # nothing moved on these lines yet: their decision waited for this
+        rline.replacement_sku_key = detail.replacement_sku_key or rline.replacement_sku_key
+        rline.replacement_merchant_sku = detail.replacement_merchant_sku or rline.replacement_merchant_sku
+    if detail.return_status in ("received", "inspected") and refund.returned_at is None:
+        refund.returned_at = utcnow()
+    refund.replacement_status = _merge_replacement(refund.replacement_status, detail.replacement_status)
+    refund.updated_at = utcnow()
+    await session.flush()
+    if refund.order_id is not None:
+        order = await session.get(Order, refund.order_id)
+        await _apply_refund_effects(session, order, refund)
+    return Result("updated", order_id=refund.order_id, refund_id=refund.id)
+
+
+async def lock_for_refund(session: AsyncSession, refund_id: int) -> None:
+    """Before changing one refund's stock outside a snapshot (its detail, an inspection), in the lock
+    order of ``lock_for_snapshots``: its order, then the listings and skus of the order's lines and of
+    an exchange's other sku, each in id order. For PostgreSQL; SQLite has one writer at a time."""
+    if is_sqlite(session):
+        return
+    row = (await session.execute(select(Refund.order_id, Refund.store_id).where(Refund.id == refund_id))).first()
+    if row is None or row.order_id is None:
+        return
+    await session.execute(select(Order.id).where(Order.id == row.order_id).with_for_update())
+    keys = set((await session.execute(select(OrderLine.external_sku_key).where(
+        OrderLine.order_id == row.order_id, OrderLine.external_sku_key.is_not(None)))).scalars())
+    for key, merchant in (await session.execute(select(RefundLine.replacement_sku_key, RefundLine.replacement_merchant_sku)
+                                                .where(RefundLine.refund_id == refund_id))).all():
+        if key or merchant:
+            keys.add(listing_key(key, merchant))
+    locked = await ledger.lock_listings(session, Listing.store_id == row.store_id,
+                                        Listing.external_sku_key.in_(sorted(keys))) if keys else []
+    sku_ids = {l.sku_id for l in locked if l.sku_id is not None}
+    sku_ids.update((await session.execute(select(OrderLine.sku_id).where(
+        OrderLine.order_id == row.order_id, OrderLine.sku_id.is_not(None)))).scalars())
+    await ledger.lock_skus(session, sku_ids)
+
+
+# Refunds whose kind needs the platform's detail call: handed to whoever queues those calls (the
+# after-sales flow) just before the transaction that noted them commits, like the stock outbox.
+_DETAIL_WANTED = "refund_detail_wanted"
+_detail_followers: list = []
+
+
+def on_detail_wanted(follower) -> None:
+    """Subscribe a flow to refunds whose kind waits for a detail call: ``follower(session, refund_ids)``."""
+    if follower not in _detail_followers:
+        _detail_followers.append(follower)
+
+
+def note_detail_wanted(session: AsyncSession, refund_id: int) -> None:
+    session.info.setdefault(_DETAIL_WANTED, set()).add(refund_id)
+    before_commit(session, _DETAIL_WANTED, _hand_over_detail_wanted)
+
+
+async def _hand_over_detail_wanted(session: AsyncSession) -> None:
+    wanted: set[int] = session.info.pop(_DETAIL_WANTED, set())
+    for follower in _detail_followers:
+        await follower(session, wanted)
 
 
 async def platform_count_changed(session: AsyncSession, store_id: int, external_sku_key: str, units: int) -> None:

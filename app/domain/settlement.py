@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import orjson
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.domain.allocation import largest_remainder
+from app.domain.windows import return_window_closes
 from app.models import (
     LotConsumption,
     MemberShare,
@@ -32,6 +33,7 @@ from app.models.base import utcnow
 COOPERATIVE = "cooperative"  # the member id of stock that no member household supplied
 
 _DELIVERED = "delivered"
+_SHIPPED = "shipped"
 _OPEN = "open"
 _SUCCEEDED = "succeeded"
 
@@ -93,6 +95,15 @@ def return_window(options: StoreSettings | None) -> timedelta:
     return timedelta(days=max(0, (options or StoreSettings()).return_window_days))
 
 
+def window_closes(status: str, delivered_at: datetime | None, shipped_at: datetime | None,
+                  options: StoreSettings | None) -> datetime | None:
+    """When an order's money becomes due: its return window, run from its delivered signal, or from
+    ``delivery_assumed_days`` after shipping for an order that never gets one; None: not yet delivered."""
+    options = options or StoreSettings()
+    return return_window_closes(status, delivered_at, shipped_at, window=return_window(options),
+                                assumed_after=timedelta(days=options.delivery_assumed_days))
+
+
 def split(amount: int, weights: dict) -> dict:
     """Largest-remainder split over positive weights; with none, the whole amount sits under ``None``
     (the caller gives it to the cooperative), so parts always add up to ``amount``."""
@@ -103,7 +114,9 @@ def split(amount: int, weights: dict) -> dict:
 
 
 def line_weights(lines: list[OrderLine]) -> dict[int, int]:
-    """Order lines weighted by their total; by quantity when no line carries money."""
+    """Order lines weighted by their total; by quantity when no line carries money. A replacement line
+    (an exchange's or a reship's) is no sale: it weighs nothing."""
+    lines = [l for l in lines if l.kind != "replacement"]
     by_total = {l.id: l.total_minor for l in lines if l.total_minor > 0}
     if by_total:
         return by_total
@@ -155,17 +168,25 @@ class _Draft:
     refund_ids: list[int] = field(default_factory=list)  # succeeded refunds settled with their order
 
 
+def _is_due(status: str, delivered_at: datetime | None, shipped_at: datetime | None,
+            options: StoreSettings | None, now: datetime) -> bool:
+    closes = window_closes(status, delivered_at, shipped_at, options)
+    return closes is not None and closes <= now
+
+
 async def due_order_ids(session: AsyncSession, now: datetime) -> list[int]:
-    """Delivered, unsettled orders whose store's return window has passed and that have no open refund."""
+    """Delivered (or shipped and assumed delivered) unsettled orders whose store's return window has
+    passed and that have no open refund."""
     open_refund = exists().where(Refund.order_id == Order.id, Refund.status == _OPEN)
     rows = (await session.execute(
-        select(Order.id, Order.delivered_at, Store.settings).join(Store, Store.id == Order.store_id)
-        .where(Order.status == _DELIVERED, Order.settlement_id.is_(None), Order.delivered_at.is_not(None),
-               Order.delivered_at <= now, ~open_refund)
+        select(Order.id, Order.status, Order.delivered_at, Order.shipped_at, Store.settings)
+        .join(Store, Store.id == Order.store_id)
+        .where(Order.status.in_((_DELIVERED, _SHIPPED)), Order.settlement_id.is_(None),
+               or_(Order.delivered_at <= now, Order.shipped_at <= now), ~open_refund)
         .order_by(Order.id)
     )).all()
-    return [oid for oid, delivered_at, settings in rows
-            if delivered_at + return_window(StoreSettings.of(settings)) <= now]
+    return [oid for oid, status, delivered_at, shipped_at, settings in rows
+            if _is_due(status, delivered_at, shipped_at, StoreSettings.of(settings), now)]
 
 
 async def late_refund_ids(session: AsyncSession) -> list[int]:
@@ -196,8 +217,7 @@ async def _lock_due_orders(session: AsyncSession, ids: list[int], now: datetime)
         Refund.order_id.in_(chunk), Refund.status == _OPEN), [o.id for o in locked]))
     stores = await _store_settings(session, {o.store_id for o in locked})
     return [o for o in locked
-            if o.status == _DELIVERED and o.delivered_at is not None and o.id not in still_open
-            and o.delivered_at + return_window(stores.get(o.store_id)) <= now]
+            if o.id not in still_open and _is_due(o.status, o.delivered_at, o.shipped_at, stores.get(o.store_id), now)]
 
 
 async def _lock_late_refunds(session: AsyncSession, ids: list[int]) -> list[Refund]:
@@ -229,14 +249,16 @@ async def _supplied_by_line(session: AsyncSession, line_ids: set[int]) -> dict[i
 async def _returned_by_refund(session: AsyncSession, refund_ids: list[int]) -> dict[int, dict[int, dict[tuple, int]]]:
     """refund id → line id → lot → units its restock gave back to that lot.
 
-    Relies on reconcile's cause key ``refund:<id>:line:<n>:restock`` for a refund's restock movement."""
+    Relies on the cause keys ``refund:<id>:line:<n>:restock`` (``…:restock:<total>`` for later units) of
+    a refund's restock movements (domain/returns.py)."""
     result: dict[int, dict[int, dict[tuple, int]]] = {}
     for refund_id in refund_ids:
         rows = (await session.execute(
             select(LotConsumption.order_line_id, LotConsumption.lot_id, LotConsumption.member_id,
                    LotConsumption.quantity)
             .join(StockMovement, StockMovement.id == LotConsumption.movement_id)
-            .where(StockMovement.cause_key.like(f"refund:{refund_id}:line:%:restock"))
+            .where(or_(StockMovement.cause_key.like(f"refund:{refund_id}:line:%:restock"),
+                       StockMovement.cause_key.like(f"refund:{refund_id}:line:%:restock:%")))
         )).all()
         per_line: dict[int, dict[tuple, int]] = defaultdict(lambda: defaultdict(int))
         for line_id, lot_id, member, qty in rows:
@@ -304,6 +326,11 @@ async def settle_due(session: AsyncSession, *, now: datetime | None = None, run_
         shortfall = (line.shipped_qty - line.restocked_qty) - sum(supplied.get(line.id, {}).values())
         if line.sku_id is not None and shortfall > 0:
             supplied[line.id][(None, None)] += shortfall
+    for line in (l for ls in lines_by_order.values() for l in ls if l.replacement_of_line_id is not None):
+        # What the buyer kept of an exchange came out of the lots that supplied its replacement: those
+        # lots share the sale of the line it replaced (the replacement itself carries no money).
+        for lot, units in supplied.pop(line.id, {}).items():
+            supplied[line.replacement_of_line_id][lot] += units
     returned = await _returned_by_refund(session, [r.id for r in late])
 
     drafts: dict[str, _Draft] = {}

@@ -1,5 +1,5 @@
-"""Window arithmetic for pulls (pure): split a range by the platform's widest window; poll windows
-that overlap backwards, stop short of now and respect that width."""
+"""Window arithmetic (pure): split a range by the platform's widest window; poll windows that overlap
+backwards, stop short of now and respect that width; when an order's return window closes."""
 
 from __future__ import annotations
 
@@ -40,3 +40,21 @@ def poll_window(high_water: datetime | None, now: datetime, *, overlap: timedelt
     if end <= start:
         return None
     return TimeWindow(start, end)
+
+
+def delivered_or_assumed(status: str, delivered_at: datetime | None, shipped_at: datetime | None,
+                         assumed_after: timedelta) -> datetime | None:
+    """When an order counts as delivered: its delivered signal, else (shipped, with no such signal
+    yet) ``assumed_after`` its shipping; None while it has neither."""
+    if status == "delivered" and delivered_at is not None:
+        return delivered_at
+    if status in ("shipped", "delivered") and shipped_at is not None:
+        return shipped_at + assumed_after
+    return None
+
+
+def return_window_closes(status: str, delivered_at: datetime | None, shipped_at: datetime | None, *,
+                         assumed_after: timedelta, window: timedelta) -> datetime | None:
+    """The end of an order's return window, which runs from its (assumed) delivery; None: not delivered."""
+    delivered = delivered_or_assumed(status, delivered_at, shipped_at, assumed_after)
+    return None if delivered is None else delivered + window

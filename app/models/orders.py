@@ -70,6 +70,13 @@ class OrderLine(SQLModel, table=True):
     # Units our own shipments cover; once any line of the order has some, they decide what shipped.
     shipment_qty: int = Field(default=0, sa_type=BigInteger)
     listing_ref: dict = json_field()
+    # ``sale``: a line the buyer paid for. ``replacement``: what an exchange or a reship sends out again
+    # (refund ``replacement_of_refund_id``, in place of line ``replacement_of_line_id``). It reserves
+    # and ships like a line of its own (whatever its order's status) but carries no money: settlement
+    # counts it as no sale.
+    kind: str = Field(default="sale", max_length=16)
+    replacement_of_refund_id: int | None = fk_field("refund.id", nullable=True)
+    replacement_of_line_id: int | None = fk_field("order_line.id", nullable=True, index=False)
 
 
 class Refund(SQLModel, table=True):
@@ -93,6 +100,16 @@ class Refund(SQLModel, table=True):
     raw: dict | list | None = json_field(default_factory=lambda: None, nullable=True)
     created_at: datetime = time_field(default_now=True)
     updated_at: datetime = time_field(default_now=True)
+    # After-sales: refund_only, return, exchange, reship, repair, price_protection. None while
+    # ``kind_pending``: the platform's detail call (a job) has not told it yet, and the stock effects that
+    # depend on it (restock, replacement) wait; its money applies at once.
+    kind: str | None = Field(default=None, max_length=24)
+    kind_pending: bool = Field(default=False)
+    # Returns and exchanges: awaiting_goods, received, inspected (None for kinds that take nothing back).
+    return_status: str | None = Field(default=None, max_length=16)
+    returned_at: datetime | None = time_field()  # when the platform first said the goods were back
+    # Exchanges and reships: due, shipped, cancelled (None: not agreed yet).
+    replacement_status: str | None = Field(default=None, max_length=16)
 
 
 class RefundLine(SQLModel, table=True):
@@ -107,3 +124,14 @@ class RefundLine(SQLModel, table=True):
     amount_minor: int = money_field()
     restock: str = Field(max_length=16)  # cancel, return, no_restock
     applied_qty: int = Field(default=0, sa_type=BigInteger)
+    # Returned goods: units back with us (the platform's word or the warehouse's inspection), those of
+    # them held apart awaiting inspection (store setting restock_returns "after_inspection"), those this
+    # line put on hand, and the inspection's verdicts. A defective unit is written off, never sellable.
+    returned_qty: int = Field(default=0, sa_type=BigInteger)
+    held_qty: int = Field(default=0, sa_type=BigInteger)
+    restocked_qty: int = Field(default=0, sa_type=BigInteger)
+    good_qty: int = Field(default=0, sa_type=BigInteger)
+    defective_qty: int = Field(default=0, sa_type=BigInteger)
+    # An exchange for another sku: the platform's key and merchant code of the replacement.
+    replacement_sku_key: str | None = Field(default=None, max_length=255)
+    replacement_merchant_sku: str | None = Field(default=None, max_length=255)

@@ -55,7 +55,7 @@ class StockMovement(SQLModel, table=True):
 
     id: int | None = id_field()
     sku_id: int = fk_field("sku.id", index=False)
-    kind: str = Field(max_length=32)  # receipt, adjustment, reserve, release, ship, restock
+    kind: str = Field(max_length=32)  # receipt, adjustment, reserve, release, ship, restock, write_off
     on_hand_delta: int = Field(default=0, sa_type=BigInteger)
     reserved_delta: int = Field(default=0, sa_type=BigInteger)
     on_hand_after: int = Field(sa_type=BigInteger)

@@ -25,6 +25,12 @@ class StoreSettings(BaseModel):
     # Seconds each poll window reaches back over the last one; None: the service's default.
     poll_overlap_s: Annotated[float, Setting(ge=0, le=86_400)] | None = None
     fee_rate_bp: Annotated[int, Setting(ge=0, le=10_000)] = 0  # platform fee when the order has none, basis points
+    # Returned goods go on hand when they come back ("on_receipt"), or are held apart until the
+    # warehouse inspects them ("after_inspection": good units then go on hand).
+    restock_returns: Literal["on_receipt", "after_inspection"] = "on_receipt"
+    # Days after shipping at which an order with no delivered signal counts as delivered (its return
+    # window runs from then).
+    delivery_assumed_days: Annotated[int, Setting(ge=0, le=365)] = 15
     # Seconds a rotated-out webhook secret still verifies, so deliveries in flight are not refused.
     webhook_secret_grace_s: Annotated[int, Setting(ge=0, le=86_400 * 30)] = 86_400
     # Read by one adapter each: Shopify's inventory location, WooCommerce's own order statuses,

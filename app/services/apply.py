@@ -28,6 +28,7 @@ from app.domain.reconcile import lock_for_snapshots, upsert_order, upsert_refund
 from app.metrics import INBOX_APPLIED
 from app.models import InboxItem, Store
 from app.models.base import utcnow
+from app.services.aftersales import queue_order_refreshes
 from app.services.platforms import make_adapter
 from app.jobs.catalogue import job
 from app.jobs.outcomes import Done, JobContext, Outcome, Retry
@@ -75,6 +76,7 @@ class Prepared:
     refunds: list[RefundSnapshot] = field(default_factory=list)
     failure: str | None = None  # kept as failed with this reason
     outcome: Outcome | None = None  # decided already (nothing to apply)
+    refresh_orders: list[str] = field(default_factory=list)  # refetched by a job of their own, best effort
 
 
 async def prepare(ctx: JobContext, row: InboxItem | None, store: Store | None) -> Prepared:
@@ -93,6 +95,7 @@ async def prepare(ctx: JobContext, row: InboxItem | None, store: Store | None) -
     except Exception as exc:  # a mapping bug must not lose the delivery: keep it, replayable
         prepared.failure = f"cannot map: {exc!r}"
         return prepared
+    prepared.refresh_orders = list(delivery.refresh_orders)
     try:
         if delivery.notices:  # only a notice calls the platform, and only then is a token needed
             adapter = await connect(ctx.db, store, ctx.services.get("http"))
@@ -147,6 +150,8 @@ async def apply_prepared(session: AsyncSession, prepared: Prepared) -> Outcome:
                     await upsert_order(session, store, snap, via="webhook")
                 for snap in prepared.refunds:
                     await upsert_refund(session, store, snap, via="webhook")
+                # What the delivery changed without carrying it: refetched later, never waited for.
+                await queue_order_refreshes(session, store.id, prepared.refresh_orders)
         except BaseException:
             ledger.forget_locks(session)  # the savepoint's stock changes are gone
             raise

@@ -155,15 +155,46 @@ async def test_store_with_zero_day_window_settles_at_delivery_and_default_is_thi
     assert [o["external_id"] for o in later[0].body["orders"]] == ["D-1"]
 
 
-async def test_undelivered_and_cancelled_orders_are_never_due(db):
+async def test_unshipped_and_cancelled_orders_are_never_due(db):
     store = await make_store(db, return_window_days=0)
-    snap = OrderSnapshot(platform="sandbox", external_id="S-1", status=OrderStatus.SHIPPED, currency="CNY",
+    for external_id, status in (("P-1", OrderStatus.PAID), ("X-1", OrderStatus.CANCELLED)):
+        snap = OrderSnapshot(platform="sandbox", external_id=external_id, status=status, currency="CNY",
+                             total_minor=100, lines=[OrderLineSnapshot(external_line_id="l", quantity=1,
+                                                                       unit_price_minor=100, total_minor=100)],
+                             paid_at=T0, updated_at=T0)
+        async with db.transaction() as session:
+            await upsert_order(session, await session.get(Store, store), snap)
+    assert await settle(db, T0 + timedelta(days=90)) == []
+
+
+def _shipped(external_id: str, *, at=T0) -> OrderSnapshot:
+    return OrderSnapshot(platform="sandbox", external_id=external_id, status=OrderStatus.SHIPPED, currency="CNY",
                          total_minor=100, lines=[OrderLineSnapshot(external_line_id="l", quantity=1,
                                                                    unit_price_minor=100, total_minor=100)],
-                         updated_at=T0)
+                         paid_at=at - timedelta(days=1), shipped_at=at, updated_at=at)
+
+
+async def test_a_shipped_order_with_no_delivered_signal_is_due_delivery_assumed_days_after_shipping(db):
+    """Some orders never get a delivered signal (the buyer never confirms, the platform never says):
+    settings.delivery_assumed_days (15 by default) after shipping they count as delivered, and their
+    return window runs from then."""
+    default = await make_store(db, return_window_days=7, name="default")
     async with db.transaction() as session:
-        await upsert_order(session, await session.get(Store, store), snap)
-    assert await settle(db, T0 + timedelta(days=90)) == []
+        quick = Store(platform="sandbox", name="quick", credentials={},
+                      settings={"return_window_days": 0, "delivery_assumed_days": 3})
+        session.add(quick)
+        await session.flush()
+        quick_id = quick.id
+    async with db.transaction() as session:
+        await upsert_order(session, await session.get(Store, default), _shipped("S-15"))
+        await upsert_order(session, await session.get(Store, quick_id), _shipped("S-3"))
+    assert await settle(db, T0 + timedelta(days=3) - timedelta(seconds=1)) == []
+    (first,) = await settle(db, T0 + timedelta(days=3))
+    assert [o["external_id"] for o in first.body["orders"]] == ["S-3"]
+    assert await settle(db, T0 + timedelta(days=15 + 7) - timedelta(seconds=1)) == []
+    (second,) = await settle(db, T0 + timedelta(days=15 + 7))
+    assert [o["external_id"] for o in second.body["orders"]] == ["S-15"]
+    assert second.gross_minor == 100
 
 
 async def test_open_refund_blocks_until_it_is_decided(db):

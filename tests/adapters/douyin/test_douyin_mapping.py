@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 from adapters.base import OrderStatus, RefundStatus
-from adapters.douyin.mapping import order_from_douyin, refund_from_douyin, refund_status, restock_for
+from adapters.douyin.mapping import kind_for, order_from_douyin, refund_from_douyin, refund_status, restock_for
 from adapters.errors import PayloadError
 from douyin_fakes import load
 
@@ -126,15 +126,33 @@ def test_refund_status_table(aftersale_status, refund_code, status):
     assert refund_status(aftersale_status, refund_code) is status
 
 
-@pytest.mark.parametrize(("aftersale_type", "status", "restock"), [
-    (2, RefundStatus.OPEN, "cancel"), (2, RefundStatus.SUCCEEDED, "cancel"),
-    (0, RefundStatus.SUCCEEDED, "return"), (0, RefundStatus.OPEN, "no_restock"),
-    (1, RefundStatus.SUCCEEDED, "no_restock"), (3, RefundStatus.SUCCEEDED, "no_restock"),
-    (6, RefundStatus.SUCCEEDED, "no_restock"), (7, RefundStatus.SUCCEEDED, "no_restock"),
-    (8, RefundStatus.SUCCEEDED, "no_restock"),
+@pytest.mark.parametrize(("aftersale_type", "kind", "restock"), [
+    (2, "refund_only", "cancel"), (1, "refund_only", "no_restock"),
+    # A return brings its goods back whatever its status; when they count as back is return_status's.
+    (0, "return", "return"), (3, "exchange", "return"),
+    (6, "price_protection", "no_restock"), (7, "reship", "no_restock"), (8, "repair", "no_restock"),
+    (4, "refund_only", "cancel"), (5, "refund_only", "cancel"),
 ])
-def test_restock_by_aftersale_type(aftersale_type, status, restock):
-    assert restock_for(aftersale_type, status) == restock
+def test_kind_and_restock_by_aftersale_type(aftersale_type, kind, restock):
+    assert (kind_for(aftersale_type), restock_for(aftersale_type)) == (kind, restock)
+
+
+def test_an_unknown_aftersale_type_is_a_payload_error():
+    with pytest.raises(PayloadError):
+        kind_for(99)
+
+
+@pytest.mark.parametrize(("aftersale_type", "aftersale_status", "return_status", "replacement"), [
+    (0, 7, "awaiting_goods", None), (0, 11, "awaiting_goods", None), (0, 12, "received", None),
+    (3, 8, "received", "due"), (3, 13, "received", "shipped"), (3, 28, None, "cancelled"),
+    (7, 8, None, "due"), (7, 14, None, "shipped"), (1, 12, None, None),
+])
+def test_return_and_replacement_status_follow_the_aftersale_status(aftersale_type, aftersale_status,
+                                                                   return_status, replacement):
+    raw = copy.deepcopy(load(RETURN_SUCCEEDED))
+    raw["aftersale_info"].update(aftersale_type=aftersale_type, aftersale_status=aftersale_status, refund_status=1)
+    refund = refund_from_douyin(raw)
+    assert (refund.return_status, refund.replacement_status) == (return_status, replacement)
 
 
 def test_after_sale_without_order_is_a_payload_error():

@@ -93,21 +93,27 @@ async def test_fetch_order_returns_none_when_the_gateway_has_no_order_info(adapt
     assert await adapter.fetch_order("240601-000000000000000") is None
 
 
-async def test_refund_only_success_asks_the_detail_api_whether_the_order_shipped(adapter, fake):
+async def test_a_page_of_refunds_makes_no_detail_call_and_leaves_the_kind_pending(adapter, fake):
     rows = [load("refund-9100000001.json"), load("refund-9100000002.json")]
     fake.script("pdd.refund.list.increment.get",
                 {"refund_increment_get_response": {"refund_list": rows, "total_count": 2}})
-    fake.script("pdd.refund.information.get",
-                {"refund_information_get_response": load("refund-information-9100000001.json")})
     page = await adapter.fetch_refunds(WINDOW, None)
     assert page.next_cursor is None
-    cancel, ret = page.items
-    assert cancel.lines[0].restock == "cancel" and cancel.amount_minor == 19900
-    assert ret.lines[0].restock == "return" and ret.amount_minor == 2995
-    list_call, detail_call = fake.calls
+    refund_only, ret = page.items
+    assert refund_only.amount_minor == 19900 and ret.amount_minor == 2995
+    assert all(r.kind_pending and r.kind is None for r in page.items)
+    [list_call] = fake.calls
     assert (list_call["after_sales_type"], list_call["after_sales_status"]) == ("1", "1")  # filter 1 = all
-    assert detail_call["type"] == "pdd.refund.information.get"
-    assert (detail_call["after_sales_id"], detail_call["order_sn"]) == ("9100000001", "240602-100000000000002")
+
+
+async def test_fetch_after_sale_reads_the_kind_from_the_detail_api(adapter, fake):
+    fake.script("pdd.refund.information.get",
+                {"refund_information_get_response": load("refund-information-9100000001.json")})
+    detail = await adapter.fetch_after_sale("9100000001", "240602-100000000000002")
+    assert (detail.kind, detail.restock) == ("refund_only", "cancel")  # shipping_status 0
+    [call] = fake.calls
+    assert call["type"] == "pdd.refund.information.get"
+    assert (call["after_sales_id"], call["order_sn"]) == ("9100000001", "240602-100000000000002")
 
 
 async def test_refund_amount_unit_setting_fen_applies_to_the_list(gateway, fake, sleeps):

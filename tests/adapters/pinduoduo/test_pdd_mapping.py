@@ -106,20 +106,47 @@ def test_after_sales_status_table(code, expected):
     assert mapping.refund_status(code) is expected
 
 
-@pytest.mark.parametrize("kind, status, shipped, expected", [
-    (1, RefundStatus.SUCCEEDED, False, "cancel"),  # refund only, never shipped
-    (1, RefundStatus.SUCCEEDED, True, "no_restock"),  # refund only after shipping
-    (1, RefundStatus.SUCCEEDED, None, "no_restock"),  # unknown: the order-level cancel releases
-    (2, RefundStatus.SUCCEEDED, True, "return"),  # return + refund that succeeded
-    (2, RefundStatus.OPEN, True, "no_restock"),  # goods not back yet
-    (3, RefundStatus.CLOSED, True, "no_restock"),  # exchange
+@pytest.mark.parametrize("after_sales_type, shipping_status, kind, restock", [
+    (1, 0, "refund_only", "cancel"),  # refund only, never shipped
+    (1, 1, "refund_only", "no_restock"),  # refund only after shipping
+    (1, None, "refund_only", "no_restock"),  # unknown: the order-level cancel releases
+    (2, 1, "return", "return"),  # goods come back (when: return_status)
+    (3, 1, "exchange", "return"),  # goods come back, a replacement goes out
+    (4, 1, "reship", "no_restock"),
+    (5, 1, "repair", "no_restock"),
 ])
-def test_refund_restock_rules(kind, status, shipped, expected):
-    assert mapping.refund_restock(kind, status, shipped) == expected
+def test_the_detail_answer_numbers_kinds_as_documented(after_sales_type, shipping_status, kind, restock):
+    raw = load("refund-information-9100000001.json") | {"after_sales_type": after_sales_type,
+                                                       "shipping_status": shipping_status}
+    detail = mapping.map_after_sale_detail(raw)
+    assert (detail.kind, detail.restock) == (kind, restock)
+
+
+def test_a_list_row_leaves_the_kind_to_the_detail_call():
+    """The list response documents after_sales_type without an enum (and its filter is shifted by one):
+    money and lines come from the row, the kind from pdd.refund.information.get."""
+    refund = mapping.map_refund(load("refund-9100000002.json"))
+    assert (refund.kind, refund.kind_pending) == (None, True)
+    assert refund.lines[0].restock == "no_restock"  # nothing moves on the row's word
+    assert refund.return_status == "received"  # 10 refund succeeded
+
+
+@pytest.mark.parametrize("code, return_status, replacement", [
+    (7, "awaiting_goods", None), (10, "received", None), (14, "due", "due"), (32, None, "due"),
+    (18, "received", "shipped"), (16, "received", "shipped"), (17, None, "cancelled"),
+])
+def test_status_codes_say_where_goods_and_replacement_are(code, return_status, replacement):
+    assert mapping.return_status(code) == (return_status if return_status != "due" else None)
+    assert mapping.replacement_status(code) == replacement
+
+
+def test_an_undocumented_detail_type_is_a_payload_error():
+    with pytest.raises(PayloadError):
+        mapping.map_after_sale_detail(load("refund-information-9100000001.json") | {"after_sales_type": 6})
 
 
 def test_refund_list_row_maps_with_yuan_amounts():
-    refund = mapping.map_refund(load("refund-9100000001.json"), shipped=False)
+    refund = mapping.map_refund(load("refund-9100000001.json"))
     assert refund.external_id == "9100000001"
     assert refund.order_external_id == "240602-100000000000002"
     assert refund.status is RefundStatus.SUCCEEDED
@@ -127,18 +154,21 @@ def test_refund_list_row_maps_with_yuan_amounts():
     assert refund.updated_at == datetime(2024, 6, 2, 23, 15, 30, tzinfo=UTC)
     [line] = refund.lines
     assert (line.external_line_id, line.external_sku_key, line.merchant_sku) == ("1200000000002", "1200000000002", "QB-HONEY")
-    assert (line.quantity, line.amount_minor, line.restock) == (2, 19900, "cancel")
+    assert (line.quantity, line.amount_minor, line.restock) == (2, 19900, "no_restock")  # kind pending
 
 
 def test_refund_amount_unit_fen_reads_the_detail_payload():
     """pdd.refund.information.get types money as integers with no unit; under "fen" they are fen."""
-    refund = mapping.map_refund(load("refund-information-9100000001.json"), amount_unit="fen")
+    refund = mapping.map_refund(load("refund-information-9100000001.json"), amount_unit="fen", from_detail=True)
     assert refund.amount_minor == 19900
     assert refund.created_at == datetime(2024, 6, 2, 23, 1, 0, tzinfo=UTC)  # epoch recreated_at
     assert refund.lines[0].restock == "cancel"  # shipping_status 0 in the payload
+    assert (refund.kind, refund.kind_pending) == ("refund_only", False)
 
 
-def test_return_and_refund_that_succeeded_restocks_as_return():
+def test_return_and_refund_that_succeeded_restocks_as_return_once_its_kind_is_known():
     refund = mapping.map_refund(load("refund-9100000002.json"))
     assert refund.amount_minor == 2995
-    assert refund.lines[0].restock == "return"
+    detail = mapping.map_after_sale_detail(load("refund-information-9100000001.json")
+                                           | {"after_sales_type": 2, "shipping_status": 1})
+    assert (detail.kind, detail.restock, detail.return_status) == ("return", "return", "received")

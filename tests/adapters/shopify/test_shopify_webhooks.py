@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from adapters.base import OrderNotice, OrderStatus, RefundStatus
+from adapters.base import OrderStatus, RefundStatus
 from adapters.errors import PayloadError, SignatureError
 
 from shopify_helpers import load, raw
@@ -116,13 +116,14 @@ def test_other_order_topics_map_the_same_way(make_adapter, topic):
     assert [o.external_id for o in delivery.orders] == ["5324830114101"]
 
 
-def test_refunds_create_body_becomes_a_refund_and_an_order_notice(make_adapter):
+def test_refunds_create_body_is_a_whole_refund_and_its_order_a_best_effort_refresh(make_adapter):
     body = json.dumps(load("refund_rest_create_2026-07_shopify_app_js.json")["refund"]).encode()
     delivery = make_adapter().parse_webhook({"X-Shopify-Topic": "refunds/create"}, body)
     [refund] = delivery.refunds
     assert refund.external_id == "929361472"
     assert refund.order_external_id == "450789469"
-    assert delivery.notices == [OrderNotice("450789469")]
+    # No notice: nothing the refund needs is fetched before it applies.
+    assert delivery.notices == [] and delivery.refresh_orders == ["450789469"]
 
 
 def test_an_unhandled_topic_is_accepted_and_ignored(make_adapter):
