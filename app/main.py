@@ -15,6 +15,7 @@ from app.api.health import router as health_router
 from app.api.middleware import RequestContextMiddleware
 from app.api.openapi import install_openapi
 from app.config import Settings, get_settings
+from app.console import install as install_console
 from app.crypto import configure_keyring
 from app.db import Database
 from app.errors import Problem, allow_header, allowed_methods, install_error_handlers
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(settlements.router)
     app.include_router(tokens.router)
     app.include_router(oauth.router)
+    install_console(app)  # /console: the operator's pages
     # Last: OPTIONS on any route answers the methods it serves (no token needed, as for CORS).
     app.router.routes.append(OptionsRoute("/{path:path}", answer_options, methods=["OPTIONS"],
                                           include_in_schema=False))

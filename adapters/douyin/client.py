@@ -150,7 +150,7 @@ class DouyinClient(GatewayClient):
     async def order_logistics_add(self, *, order_id: str, company_code: str, logistics_code: str) -> dict[str, Any]:
         """Ship a whole shop order in one parcel (no idempotency key). ref: https://github.com/zsmhub/doudian-sdk/blob/93c52ff565c8841af997483e456b5f1739cb2c36/api/order_logisticsAdd/request/order_logisticsAdd_request.go"""
         return await self.call("order.logisticsAdd", {"order_id": order_id, "company_code": company_code,
-                                                      "logistics_code": logistics_code})
+                                                      "logistics_code": logistics_code}, attempts=1)
 
     async def order_logistics_add_multi_pack(self, *, order_id: str, packs: list[dict[str, Any]],
                                              request_id: str) -> dict[str, Any]:
