@@ -9,7 +9,7 @@ touch the database and never import ``app``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone, tzinfo
 from enum import StrEnum
 from typing import Any, ClassVar, Generic, Literal, Mapping, NewType, Protocol, TypeVar, runtime_checkable
 
@@ -31,6 +31,10 @@ class Capability(StrEnum):
     SHIPMENTS = "shipments"  # upload_shipment and fetch_shipping
     CARRIER_LIST = "carrier_list"  # fetch_carriers: the platform's list of courier companies
     REPLACEMENT_SHIPMENTS = "replacement_shipments"  # upload_shipment takes ShipmentUpload.after_sales_id
+    # Actual fees arrive for this platform's orders (in their payloads, pulled settlement data or bills):
+    # settlement waits ``fee_wait_days`` for them before it uses the store's estimate.
+    FEES = "fees"
+    BILLS = "bills"  # fetch_bills: the platform's settlement or bill lines, by time window
 
 
 class OrderStatus(StrEnum):
@@ -164,6 +168,8 @@ class OrderSnapshot(_Snapshot):
     currency: str
     total_minor: int
     platform_fee_minor: int | None = None  # None when the platform does not report it
+    # What the platform pays the shop on top of the buyer's payment (its own coupons); None: not reported.
+    subsidy_minor: int | None = None
     lines: list[OrderLineSnapshot]
     refunds: list[RefundSnapshot] = Field(default_factory=list)  # platforms that embed refunds
     created_at: datetime | None = None
@@ -357,6 +363,38 @@ class PlatformCarrier:
     code: str | None = None  # the platform's short code where it has one beside an id (PDD)
 
 
+BillKind = Literal["sale", "refund", "fee", "subsidy", "adjustment", "other"]
+
+
+@dataclass(frozen=True)
+class BillLine:
+    """One line of a platform's settlement data or bill, in minor units (``fetch_bills``, or a bill file).
+
+    ``line_id`` is the platform's own identity of the line (settlement number and sub-order, balance
+    transaction id, a row's key columns): stable, so importing the same bill twice adds nothing.
+    ``amount_minor`` is what the platform paid the shop for it (negative: took). ``gross_minor`` (buyer
+    money), ``refund_minor``, ``fee_minor`` and ``subsidy_minor`` are its parts, as far as the platform
+    names them; ``fees`` names the fee items (commission, service fee, ...). ``source``: ``platform`` for
+    settlement data an API returns, ``bill`` for a bill file."""
+
+    line_id: str
+    order_external_id: str | None
+    currency: str
+    kind: BillKind
+    amount_minor: int
+    occurred_at: datetime | None = None
+    gross_minor: int = 0
+    refund_minor: int = 0
+    fee_minor: int = 0
+    subsidy_minor: int = 0
+    fees: Mapping[str, int] = field(default_factory=dict)
+    source: Literal["platform", "bill"] = "platform"
+    raw: Mapping[str, Any] | None = field(default=None, repr=False)
+    # Whether the line states its order's fee (a settlement row does, even when it is 0; a sale movement of
+    # a bill whose fees come on rows of their own does not): an order's actual fee is the sum of such lines.
+    fee_known: bool = True
+
+
 @dataclass(frozen=True)
 class StoreContext:
     """One store's settings as an adapter sees them. Built by the core; no secrets are logged."""
@@ -434,6 +472,10 @@ class Adapter(Protocol):
     async def fetch_carriers(self) -> list[PlatformCarrier]:
         """Where ``CARRIER_LIST`` is declared: the platform's courier companies."""
 
+    async def fetch_bills(self, window: TimeWindow, cursor: str | None) -> Page[BillLine]:
+        """Where ``BILLS`` is declared: settlement or bill lines of ``window`` (at most ``bill_window`` wide),
+        a page at a time."""
+
 
 
 class AdapterBase:
@@ -442,6 +484,9 @@ class AdapterBase:
     platform: ClassVar[str] = ""
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     max_window: ClassVar[timedelta] = timedelta(days=1)
+    bill_window: ClassVar[timedelta] = timedelta(days=1)  # the widest window of one fetch_bills
+    local_timezone: ClassVar[tzinfo] = timezone.utc  # where the platform's days and months begin (bills)
+    bill_columns: ClassVar[Any] = None  # its bill file's built-in column mapping (adapters.bills.BillColumns)
     Credentials: ClassVar[type[BaseModel]] = EmptyCredentials
 
     def __init__(self, store: StoreContext, http: httpx.AsyncClient) -> None:
@@ -506,6 +551,9 @@ class AdapterBase:
 
     async def fetch_carriers(self) -> list[PlatformCarrier]:
         raise self._unsupported("carrier lists")
+
+    async def fetch_bills(self, window: TimeWindow, cursor: str | None) -> Page[BillLine]:
+        raise self._unsupported("bills")
 
 
 

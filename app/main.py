@@ -11,6 +11,7 @@ from starlette.routing import Match, Route
 from app.api import oauth, orders, resyncs, settlements, stock, stores, tokens, webhooks
 from app.api import aftersales
 from app.api import shipments as shipments_api
+from app.api import bills as bills_api
 from app.api.health import router as health_router
 from app.api.middleware import RequestContextMiddleware
 from app.api.openapi import install_openapi
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(aftersales.router)
     app.include_router(resyncs.router)
     app.include_router(settlements.router)
+    app.include_router(bills_api.router)
     app.include_router(tokens.router)
     app.include_router(oauth.router)
     install_console(app)  # /console: the operator's pages

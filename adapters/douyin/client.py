@@ -24,6 +24,7 @@ SIGN_METHOD = "hmac-sha256"
 PAGE_SIZE = 100  # rows; both list APIs cap `size` at 100
 THROTTLE_RETRY_S = 1.0  # seconds; code 60000 carries no delay and no rate is published (china.md 3.8)
 SUCCESS_CODE = "10000"
+SETTLE_SUCCESS_CODE = "100000"  # /order/getSettleBillDetailV3 answers its own code inside ``data``
 REFRESH_CLASH_RETRY_S = 1.0  # seconds, after 31012 (a concurrent refresh of the same shop)
 
 
@@ -170,3 +171,20 @@ class DouyinClient(GatewayClient):
         return await self.call("sku.syncStock", {
             "product_id": product_id, "sku_id": sku_id, "stock_num": stock_num, "incremental": False,
         })
+
+    # --- settlement (operations.md 5.3) -----------------------------------------------------------
+
+    async def settle_bill_detail(self, start_time: str, end_time: str, *, start_index: str | None = None,
+                                 size: int = PAGE_SIZE) -> dict[str, Any]:
+        """Settled sub-orders by settlement time (``time_type`` 0), one page: ``data[]``, ``is_end``,
+        ``next_start_index`` and ``next_start_time`` (the next page's ``start_index`` and ``start_time``).
+        Data is ready T+1. ref: https://github.com/zsmhub/doudian-sdk/blob/93c52ff565c8841af997483e456b5f1739cb2c36/api/order_getSettleBillDetailV3/request/order_getSettleBillDetailV3_request.go"""
+        params: dict[str, Any] = {"start_time": start_time, "end_time": end_time, "size": size, "time_type": "0"}
+        if start_index:
+            params["start_index"] = start_index
+        data = await self.call("order.getSettleBillDetailV3", params)
+        code = str(data.get("code") or SETTLE_SUCCESS_CODE)
+        if code != SETTLE_SUCCESS_CODE:
+            raise PermanentError(f"order.getSettleBillDetailV3 failed: {data.get('code_msg') or 'no message'} "
+                                 f"(code {code})", platform=PLATFORM, code=code)
+        return data

@@ -11,11 +11,12 @@ from functools import partial
 from typing import Any, Mapping
 
 from adapters.base import GOODS_COME_BACK, REPLACEMENT_GOES_OUT, AfterSaleKind, OrderLineSnapshot, OrderSnapshot
+from adapters.base import BillKind, BillLine
 from adapters.base import OrderStatus, RefundLineSnapshot, RefundSnapshot, RefundStatus, ReplacementStatus
 from adapters.base import RestockType, ReturnStatus, restock_for_kind
 from adapters.errors import PayloadError
 from adapters.fields import as_int, ext_id, present
-from adapters.units import from_unix
+from adapters.units import from_beijing, from_unix
 
 PLATFORM = "douyin"
 CURRENCY = "CNY"
@@ -160,6 +161,9 @@ def order_from_douyin(raw: Mapping[str, Any]) -> OrderSnapshot:
         currency=CURRENCY,
         total_minor=fen(raw.get("pay_amount"), "pay_amount"),
         platform_fee_minor=None,  # fees only appear in the settlement bill (china.md 3.9)
+        # 平台承担的优惠 (platform's and influencer's coupons, operations.md 5.3): paid to the shop at settlement.
+        subsidy_minor=fen(raw.get("platform_cost_amount"), "platform_cost_amount")
+        if raw.get("platform_cost_amount") not in (None, "") else None,
         lines=lines,
         created_at=from_unix(raw.get("create_time")),
         paid_at=from_unix(raw.get("pay_time")),
@@ -267,4 +271,60 @@ def refund_from_douyin(item: Mapping[str, Any]) -> RefundSnapshot:
         kind=kind,
         return_status=_RETURN_STATUS.get(aftersale_status) if kind in GOODS_COME_BACK else None,
         replacement_status=_REPLACEMENT_STATUS.get(aftersale_status) if kind in REPLACEMENT_GOES_OUT else None,
+    )
+
+
+# --- settlement rows (/order/getSettleBillDetailV3, operations.md 5.3; fen) -------------------------
+
+# 合计支出 is their sum as the platform adds it: 平台服务费, 佣金, 渠道分成, 团长服务费, 直播间站外推广, 其他分成.
+SETTLE_FEE_FIELDS = ("platform_service_fee", "commission", "good_learn_channel_fee", "colonel_service_fee",
+                     "channel_promotion_fee", "other_sharing_amount")
+# Money the shop receives on top of what the buyer paid: 平台补贴, 达人补贴, 抖音支付补贴, DOU分期营销补贴.
+SETTLE_SUBSIDY_FIELDS = ("platform_coupon", "author_coupon", "zt_pay_promotion", "zr_pay_promotion")
+# trade_type: 0 已结算; 1 结算后退款（原路）; 2 保证金退款; 3 结算后退款（非原路）.
+_SETTLE_KINDS: dict[int, BillKind] = {0: "sale", 1: "refund", 2: "adjustment", 3: "refund"}
+
+
+def bill_line_from_settlement(row: Mapping[str, Any]) -> BillLine:
+    """One settled sub-order (or a refund after settlement) -> BillLine of its shop order.
+
+    ``settle_amount`` (商家实收) is what the shop was paid. On a settlement row the buyer's money is
+    ``real_pay_amount`` (用户实付) and ``refund_before_settle`` what went back before settling; the fees are
+    ``total_outcome`` (合计支出), itemised by the named fields (a remainder the items do not explain is kept
+    as ``other``). On a refund after settlement the refund is what the payout, fees and subsidies leave [I]."""
+    shop_order_id = _present(_id(row.get("shop_order_id")), "settlement row without shop_order_id")
+    sub_order = _id(row.get("order_id")) or shop_order_id
+    trade_type = _opt_int(row.get("trade_type"), "trade_type") or 0
+    kind = _SETTLE_KINDS.get(trade_type, "other")
+    fees = {name: fen(row.get(name), name) for name in SETTLE_FEE_FIELDS}
+    fees = {name: value for name, value in fees.items() if value}
+    fee = sum(fees.values())
+    if row.get("total_outcome") not in (None, ""):
+        total = fen(row.get("total_outcome"), "total_outcome")
+        if total != fee:
+            fees["other"] = total - fee
+        fee = total
+    subsidy = sum(fen(row.get(name), name) for name in SETTLE_SUBSIDY_FIELDS)
+    amount = fen(row.get("settle_amount"), "settle_amount")
+    if kind == "sale":
+        gross = fen(row.get("real_pay_amount"), "real_pay_amount")
+        refund = fen(row.get("refund_before_settle"), "refund_before_settle")
+    else:
+        gross = 0
+        refund = subsidy - fee - amount
+    request_no = _id(row.get("request_no")) or _text(row.get("settle_time")) or ""
+    return BillLine(
+        line_id=f"settle:{request_no}:{sub_order}:{trade_type}",
+        order_external_id=shop_order_id,
+        currency=CURRENCY,
+        kind=kind,
+        amount_minor=amount,
+        occurred_at=from_beijing(_text(row.get("settle_time"))),
+        gross_minor=gross,
+        refund_minor=refund,
+        fee_minor=fee,
+        subsidy_minor=subsidy,
+        fees=fees,
+        source="platform",
+        raw=dict(row),
     )

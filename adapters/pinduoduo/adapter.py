@@ -19,6 +19,12 @@ from adapters.base import StoreContext, TimeWindow
 from adapters.errors import PayloadError, PermanentError
 from adapters.gateway import BackwardPaging, GatewayAdapter, unix_bounds
 from adapters.pinduoduo import mapping
+from adapters.pinduoduo import bills as pdd_bills
+from adapters.base import BillLine
+from adapters.bills import BillColumns, parse_bill_csv
+from adapters.errors import TransientError
+from adapters.http import send
+from adapters.units import BEIJING
 from adapters.pinduoduo.client import PAGE_SIZE, PLATFORM, PddClient
 from adapters.base import Capability, PlatformCarrier, ShipmentResult, ShipmentUpload, ShippingState
 from adapters.shipping import judge
@@ -26,6 +32,8 @@ from adapters.stock import push_each, refused
 from adapters.tokens import Authorization, Authorizing, RefreshRefused, TokenCredentials, TokenGrant, at_unix, in_seconds
 
 AMOUNT_UNITS = ("yuan", "fen")
+BILL_NOT_READY_RETRY_S = 3600.0  # seconds; a day's bill is ready some time the next day
+BILL_DOWNLOAD_RETRY_S = 60.0  # seconds, before asking for a fresh download URL
 PAGING = BackwardPaging(PLATFORM, PAGE_SIZE, total_key="total_count")
 
 
@@ -80,7 +88,10 @@ class PinduoduoAdapter(GatewayAdapter, Authorizing):
     platform: ClassVar[str] = PLATFORM
     authorization = Authorization(mode="oauth")
     capabilities: ClassVar[frozenset[Capability]] = GatewayAdapter.capabilities | {
-        Capability.SHIPMENTS, Capability.CARRIER_LIST, Capability.REPLACEMENT_SHIPMENTS}
+        Capability.SHIPMENTS, Capability.CARRIER_LIST, Capability.REPLACEMENT_SHIPMENTS, Capability.FEES,
+        Capability.BILLS}
+    bill_columns: ClassVar[BillColumns] = pdd_bills.BILL_COLUMNS  # the daily bill's file (hand-made mapping)
+    local_timezone = BEIJING
     max_window: ClassVar[timedelta] = timedelta(minutes=30)  # both increment lists refuse more
     Credentials: ClassVar[type[BaseModel]] = PddCredentials
     Client = PddClient
@@ -150,6 +161,30 @@ class PinduoduoAdapter(GatewayAdapter, Authorizing):
         if not detail or detail.get("after_sales_type") in (None, ""):
             return None
         return mapping.map_after_sale_detail(detail)
+
+    async def fetch_bills(self, window: TimeWindow, cursor: str | None) -> Page[BillLine]:
+        """One day's funds bill per page: the days whose midnight (Beijing) lies in the window. The URL is
+        fetched, then its file, which is read with the store's mapping (``settings.bill_columns``) or the
+        built-in one. A day whose bill is not ready yet is retried later."""
+        days = pdd_bills.bill_dates(window)
+        index = int(cursor) if cursor and cursor.isdigit() else 0
+        if index >= len(days):
+            return Page([], None)
+        day = days[index].isoformat()
+        url = await self.client.finance_balance_daily_bill_url(day)
+        if url is None:
+            raise TransientError(f"the funds bill of {day} is not ready", platform=PLATFORM,
+                                 retry_after_s=BILL_NOT_READY_RETRY_S)
+        response = await send(self.http, self.http.build_request("GET", url), PLATFORM)
+        if response.is_error:
+            # The file host, not the gateway: a refusal means the URL went stale (a new one is asked for on the
+            # next try), never that the shop's token expired.
+            raise TransientError(f"the funds bill of {day} could not be downloaded (HTTP {response.status_code})",
+                                 platform=PLATFORM, retry_after_s=BILL_DOWNLOAD_RETRY_S)
+        columns = BillColumns.model_validate(self.store.settings["bill_columns"]) \
+            if self.store.settings.get("bill_columns") else pdd_bills.BILL_COLUMNS
+        lines = parse_bill_csv(response.content, columns, source="bill")
+        return Page(lines, str(index + 1) if index + 1 < len(days) else None)
 
     async def push_stock(self, levels: list[StockLevel]) -> list[PushResult]:
         """One pdd.goods.quantity.update per listing (PDD has no batch call), a result each."""

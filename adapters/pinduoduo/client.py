@@ -113,6 +113,13 @@ class PddClient(GatewayClient):
             return wrappers[0]
         raise PayloadError(f"unexpected pdd.refund.information.get answer: keys {sorted(body)[:5]}", platform=PLATFORM)
 
+    async def finance_balance_daily_bill_url(self, bill_date: str) -> str | None:
+        """pdd.finance.balance.daily.bill.url.get: the download URL of one day's funds bill (``yyyy-MM-dd``), None
+        when the answer has none; ref: https://open.pinduoduo.com/application/document/api?id=pdd.finance.balance.daily.bill.url.get"""
+        body = await self.call("pdd.finance.balance.daily.bill.url.get", {"bill_date": bill_date})
+        url = self.unwrap(body, "finance_balance_daily_bill_url_get_response").get("download_url")
+        return str(url) if url else None
+
     async def goods_quantity_update(self, goods_id: str, sku_id: str, quantity: int) -> dict[str, Any]:
         """pdd.goods.quantity.update; ref: https://open.pinduoduo.com/application/document/api?id=pdd.goods.quantity.update"""
         body = await self.call("pdd.goods.quantity.update", {

@@ -150,6 +150,8 @@ def map_order(raw: Mapping[str, Any]) -> OrderSnapshot:
         currency=CURRENCY,
         total_minor=pdd_money(raw.get("pay_amount")),
         platform_fee_minor=None,  # not in the order APIs; PDD bills fees in its daily bill
+        # 平台优惠: the part of the discount PDD pays for, settled to the shop (operations.md 5.1).
+        subsidy_minor=pdd_money(raw.get("platform_discount")) if raw.get("platform_discount") not in (None, "") else None,
         lines=lines,
         created_at=pdd_time(raw.get("created_time")),
         paid_at=paid_at,

@@ -20,7 +20,8 @@ from adapters.shopify import webhooks
 from adapters.shopify.client import INVENTORY_IDS_PER_CALL, PAGE_LIMIT, ShopifyClient
 from adapters.base import Capability, ShipmentResult, ShipmentUpload, ShippingState
 from adapters.shipping import closed, foreign_parcels, numbers, uploaded_already
-from adapters.shopify import shipping
+from adapters.shopify import payments, shipping
+from adapters.base import BillLine
 from adapters.shopify.mapping import PLATFORM, map_order, map_refund
 from adapters.http import error_for_response, send, with_retries
 from adapters.signing import hmac_hex, signed_by_any
@@ -70,8 +71,9 @@ def _iso(moment) -> str:
 
 class ShopifyAdapter(RestAdapter, Authorizing):
     platform = PLATFORM
+    # FEES and BILLS: Shopify Payments balance transactions carry the fee of each charge and refund.
+    capabilities = RestAdapter.capabilities | {Capability.SHIPMENTS, Capability.FEES, Capability.BILLS}
     authorization = Authorization(mode="oauth", refresh_margin=timedelta(minutes=5), scopes=SCOPES)
-    capabilities = RestAdapter.capabilities | {Capability.SHIPMENTS}
     Credentials = ShopifyCredentials
     client: ShopifyClient
 
@@ -153,6 +155,15 @@ class ShopifyAdapter(RestAdapter, Authorizing):
         orders, next_page = await self.client.list_orders(params)
         refunds = [map_refund(r, o.get("currency")) for o in orders for r in o.get("refunds") or []]
         return Page(items=refunds, next_cursor=next_page)
+
+    # -- Shopify Payments (operations.md 5.4) --------------------------------------------------------
+
+    async def fetch_bills(self, window: TimeWindow, cursor: str | None) -> Page[BillLine]:
+        """Balance transactions processed in the window: each charge's and refund's fee, per order."""
+        data = await self.client.graphql(payments.BALANCE_TRANSACTIONS_QUERY, {
+            "first": payments.PAGE_SIZE, "after": cursor, "query": payments.window_query(window)})
+        lines, after = payments.balance_page(data)
+        return Page(items=lines, next_cursor=after)
 
     # -- stock --------------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from adapters.errors import PayloadError, PermanentError, TransientError
 from adapters.shipping import judge
 from adapters.taobao import shipping
 from adapters.tokens import Authorization, Authorizing, RefreshRefused, TokenCredentials, TokenGrant, at_unix, in_seconds
-from adapters.units import to_beijing_str
+from adapters.units import BEIJING, to_beijing_str
 
 PAGING = BackwardPaging(PLATFORM, PAGE_SIZE, total_key="total_results")
 T = TypeVar("T")
@@ -86,8 +86,10 @@ def _beijing_bounds(window: TimeWindow) -> tuple[str, str]:
 class TaobaoAdapter(GatewayAdapter, Authorizing):
     platform: ClassVar[str] = PLATFORM
     authorization = Authorization(mode="oauth", token_field="session", refresh_margin=timedelta(hours=1))
+    # FEES: a finished trade carries its commission (taobao.bill.* is for self-developed merchants only).
     capabilities: ClassVar[frozenset[Capability]] = GatewayAdapter.capabilities | {
-        Capability.SHIPMENTS, Capability.CARRIER_LIST}
+        Capability.SHIPMENTS, Capability.CARRIER_LIST, Capability.FEES}
+    local_timezone = BEIJING
     max_window: ClassVar[timedelta] = timedelta(days=1)  # the documented limit; 30 min recommended
     Credentials: ClassVar[type[BaseModel]] = TaobaoCredentials
     Client = TopClient

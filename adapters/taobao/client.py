@@ -38,7 +38,7 @@ ERRORS = ErrorTable(
 TRADE_FIELDS = ",".join([
     "tid", "tid_str", "status", "type", "payment", "total_fee", "post_fee", "discount_fee", "adjust_fee",
     "received_payment", "created", "modified", "pay_time", "consign_time", "end_time",
-    "step_trade_status", "step_paid_fee",
+    "step_trade_status", "step_paid_fee", "commission_fee", "platform_subsidy_fee",
     "orders.oid", "orders.oid_str", "orders.num_iid", "orders.sku_id", "orders.outer_iid", "orders.outer_sku_id",
     "orders.title", "orders.num", "orders.price", "orders.payment", "orders.divide_order_fee", "orders.total_fee",
     "orders.adjust_fee", "orders.discount_fee", "orders.status", "orders.refund_status", "orders.refund_id",

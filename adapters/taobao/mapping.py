@@ -120,13 +120,15 @@ def map_trade(raw: Mapping[str, Any]) -> OrderSnapshot:
         ))
 
     end_time = from_beijing(raw.get("end_time"))  # when the trade succeeded or was closed
+    fee, subsidy = trade_fees(raw, status)
     return OrderSnapshot(
         platform=PLATFORM,
         external_id=tid,
         status=status,
         currency=CURRENCY,
         total_minor=_money(raw.get("payment")),
-        platform_fee_minor=None,  # commissions are in the bill APIs, not the trade
+        platform_fee_minor=fee,
+        subsidy_minor=subsidy,
         lines=lines,
         created_at=from_beijing(raw.get("created")),
         paid_at=from_beijing(raw.get("pay_time")),
@@ -136,6 +138,18 @@ def map_trade(raw: Mapping[str, Any]) -> OrderSnapshot:
         updated_at=updated_at,
         raw=dict(raw),
     )
+
+
+def trade_fees(raw: Mapping[str, Any], status: OrderStatus) -> tuple[int | None, int | None]:
+    """The trade's own fee and subsidy (operations.md 5.2): ``commission_fee`` (交易佣金) is taken when the
+    buyer confirms, so it counts once the trade is finished (before, a "0.00" only means "not yet");
+    ``platform_subsidy_fee`` (平台补贴) is what the platform adds to the buyer's payment. Tmall's service
+    fees and points are not in the trade: they stay estimates (or come from an imported bill)."""
+    fee = None
+    if status is OrderStatus.DELIVERED and raw.get("commission_fee") not in (None, ""):
+        fee = _money(raw.get("commission_fee"))
+    subsidy = _money(raw.get("platform_subsidy_fee")) if raw.get("platform_subsidy_fee") not in (None, "") else None
+    return fee, subsidy
 
 
 _REFUND_STATUS = {

@@ -16,6 +16,11 @@ from app.pagination import MAX_LIMIT, keyset_page
 from app.api.shipments import ship_by_page, shipments_by_order
 from app.services.shipments import to_ship_clause
 from app.services.apply import replay
+from app.api.schemas import OrderFeeView
+from app.domain.settlement import order_fee_view
+from app.models import Store
+from app.models.base import utcnow
+from app.services.settlement import expects_fees
 
 router = APIRouter(prefix="/v1", tags=["orders"])
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
@@ -36,7 +41,19 @@ async def orders_of(session: AsyncSession, orders: list[Order]) -> list[OrderPub
         for refund in (await session.execute(of_orders)).scalars():
             refunds[refund.order_id].append(refund)
     shipments = await shipments_by_order(session, ids)
-    return [OrderPublic.of(o, lines[o.id], refunds[o.id], shipments[o.id]) for o in orders]
+    fees = await _fee_views(session, orders)
+    return [OrderPublic.of(o, lines[o.id], refunds[o.id], shipments[o.id], fees[o.id]) for o in orders]
+
+
+async def _fee_views(session: AsyncSession, orders: list[Order]) -> dict[int, OrderFeeView]:
+    """Each order's fee as shown: actual, or estimate, or the wait for the actual one (store settings)."""
+    store_ids = {o.store_id for o in orders}
+    stores = {s.id: s for s in (await session.execute(select(Store).where(Store.id.in_(store_ids)))).scalars()} \
+        if store_ids else {}
+    now = utcnow()
+    return {o.id: OrderFeeView(**dict(zip(("fee_minor", "source", "awaiting", "estimate_from"), order_fee_view(
+        o, stores[o.store_id].options if o.store_id in stores else None, expects_fees(o.platform), now))))
+        for o in orders}
 
 
 @router.get("/orders")

@@ -455,6 +455,19 @@ class OrderRefundPublic(_PublicModel):
     amount_minor: int
 
 
+def _fee_source(source: str | None) -> str | None:
+    return None if source is None else ("bill" if source == "bill" else "platform")
+
+
+class OrderFeeView(BaseModel):
+    """An order's fee as an answer shows it (the orders route works it out with the store's settings)."""
+
+    fee_minor: int | None
+    source: str | None
+    awaiting: bool = False
+    estimate_from: datetime | None = None
+
+
 class OrderPublic(_PublicModel):
     id: int
     store_id: int
@@ -464,7 +477,14 @@ class OrderPublic(_PublicModel):
     currency: str
     total_minor: int
     refunded_minor: int
-    platform_fee_minor: int | None
+    platform_fee_minor: int | None = Field(
+        description="the platform's actual fee, or (fee_source estimate) the store's estimate; null while unknown")
+    fee_source: Literal["platform", "bill", "estimate"] | None = Field(
+        description="platform: the order's payload or the platform's settlement data; bill: an imported bill")
+    subsidy_minor: int = Field(description="what the platform pays on top of the buyer's money (its coupons)")
+    awaiting_fee: bool = Field(description="due for settlement, but waiting for the platform's actual fee")
+    fee_estimate_from: Timestamp | None = Field(
+        description="when settlement uses the estimate if no actual fee came (null: not waiting, or no estimate)")
     lines: list[OrderLinePublic]
     refunds: list[OrderRefundPublic]
     created_at: Timestamp = Field(description="when the buyer placed it (when it reached us, if the shop won't say)")
@@ -482,12 +502,15 @@ class OrderPublic(_PublicModel):
 
     @classmethod
     def of(cls, order: Order, lines: list[OrderLinePublic], refunds: Iterable[Refund],
-           shipments: Iterable[ShipmentPublic] = ()) -> OrderPublic:
+           shipments: Iterable[ShipmentPublic] = (), fee: OrderFeeView | None = None) -> OrderPublic:
+        fee = fee or OrderFeeView(order.platform_fee_minor, _fee_source(order.fee_source))
         return cls.model_validate({
             "id": order.id, "store_id": order.store_id, "platform": order.platform,
             "external_id": order.external_id, "status": order.status, "currency": order.currency,
             "total_minor": order.total_minor, "refunded_minor": order.refunded_minor,
-            "platform_fee_minor": order.platform_fee_minor, "lines": lines, "refunds": list(refunds),
+            "platform_fee_minor": fee.fee_minor, "fee_source": fee.source, "subsidy_minor": order.subsidy_minor,
+            "awaiting_fee": fee.awaiting, "fee_estimate_from": fee.estimate_from,
+            "lines": lines, "refunds": list(refunds),
             "created_at": order.placed_at or order.created_at, "paid_at": order.paid_at,
             "shipped_at": order.shipped_at, "delivered_at": order.delivered_at,
             "cancelled_at": order.cancelled_at, "updated_at": order.platform_updated_at,
@@ -590,7 +613,7 @@ class InboxItemPublic(_PublicModel):
 
 class ResyncCreate(_RequestBody):
     store_id: Annotated[int, Field(ge=1, le=MAX_ID)]
-    resource: Literal["orders", "refunds", "inventory"]
+    resource: Literal["orders", "refunds", "inventory", "bills"]
     since: AwareDatetime | None = None
     until: AwareDatetime | None = None
 
@@ -704,6 +727,14 @@ class StatementLine(_PublicModel):
     # Only a late refund's line has these; an order's line leaves them out (unset, not null).
     refund_id: int | None = None
     refund_external_id: str | None = None
+    # Statements since migration 0011: kind is sale, refund or fee_adjustment; gross includes the subsidy.
+    subsidy_minor: int | None = None
+    fee_source: Literal["platform", "bill", "estimate"] | None = None
+    # A fee adjustment: what earlier statements counted, and the actual figures now.
+    fees_counted_before_minor: int | None = None
+    fee_actual_minor: int | None = None
+    subsidy_counted_before_minor: int | None = None
+    subsidy_actual_minor: int | None = None
 
 
 class MemberSharePublic(_PublicModel):
@@ -731,6 +762,10 @@ class SettlementPublic(_PublicModel):
     refunds_minor: int
     platform_fees_minor: int
     net_minor: int
+    # Statements since migration 0011: fees = actual + estimated, and gross includes the subsidies.
+    platform_fees_actual_minor: int | None = None
+    platform_fees_estimated_minor: int | None = None
+    subsidies_minor: int | None = None
     orders: list[StatementLine]
     member_shares: list[MemberSharePublic]
     # The frozen text, not a datetime: re-serialising it could only make it differ from what was sent.
@@ -834,3 +869,89 @@ class ConnectedPublic(_PublicModel):
     shop_id: str | None
     shop_name: str | None
     auth: StoreAuth
+
+
+# -- bills and payouts ---------------------------------------------------------------------------
+
+
+class BillLinePublic(_PublicModel):
+    """A line of the platform's settlement data or of a bill file; ``order_id`` null: no order matches."""
+
+    id: int
+    store_id: int
+    line_key: str = Field(description="the platform's identity of the line; the same line is never taken twice")
+    order_external_id: str | None
+    order_id: int | None
+    source: Literal["platform", "bill"]
+    kind: str = Field(description="sale, refund, fee, subsidy, adjustment or other")
+    currency: str
+    amount_minor: int = Field(description="what the platform paid the shop for this line (negative: took)")
+    gross_minor: int
+    refund_minor: int
+    fee_minor: int
+    subsidy_minor: int
+    fees: dict[str, int] = Field(description="fee items by the platform's names")
+    occurred_at: Timestamp | None
+    bill_import_id: int | None
+
+
+class BillImportPublic(_PublicModel):
+    """An uploaded bill file."""
+
+    id: int
+    store_id: int
+    name: str | None
+    digest: str = Field(description="sha256 of the file; the same file again is this import")
+    lines: int
+    new_lines: int = Field(description="lines no earlier import or pull held")
+    matched: int = Field(description="new lines whose order coopsync holds")
+    created_at: Timestamp
+
+
+class BillUploadPublic(BillImportPublic):
+    """An upload's answer: 201 with what it took in, or 200 when this very file was imported before
+    (``duplicate``: nothing changed)."""
+
+    duplicate: bool
+    duplicate_lines: int = Field(description="lines of this file held already (from another import or a pull)")
+    unmatched: list[BillLinePublic] = Field(description="new lines that match no order (the first 100)")
+
+
+class PayoutDifferencePublic(_PublicModel):
+    kind: Literal["gross", "refund", "fee", "subsidy", "other", "not_settled", "missing_payout", "missing_order"]
+    platform_minor: int | None
+    statements_minor: int | None
+    difference_minor: int = Field(description="platform less statements")
+
+
+class PayoutOrderPublic(_PublicModel):
+    order_id: int
+    external_id: str
+    currency: str
+    paid_minor: int = Field(description="what the platform paid for it, all its lines")
+    computed_minor: int = Field(description="its net in the statements: sale, late refunds, fee adjustments")
+    difference_minor: int
+    differences: list[PayoutDifferencePublic]
+    settlement_ids: list[str]
+
+
+class PayoutTotalPublic(_PublicModel):
+    currency: str
+    paid_minor: int
+    computed_minor: int
+    difference_minor: int
+
+
+class PayoutReportPublic(_PublicModel):
+    """``GET /v1/stores/{id}/payouts?period=YYYY-MM``: the platform's payments against the statements,
+    order by order (orders with a bill line in the period, or settled by a statement of the period)."""
+
+    store_id: int
+    period: str
+    timezone: str = Field(description="the platform's time zone, in which the period's days begin")
+    orders: list[PayoutOrderPublic]
+    unmatched: list[BillLinePublic] = Field(description="lines of the period naming no order coopsync holds "
+                                                        "(a missing_order difference each)")
+    totals: list[PayoutTotalPublic]
+    in_balance: bool
+    truncated: bool

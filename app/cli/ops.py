@@ -39,7 +39,7 @@ def _aware(text: str | None) -> datetime | None:
 @cli.command()
 def resync(
     store: Annotated[int, typer.Option("--store", help="store id")],
-    resource: Annotated[str, typer.Option("--resource", help="orders, refunds or inventory")] = "orders",
+    resource: Annotated[str, typer.Option("--resource", help="orders, refunds, inventory or bills")] = "orders",
     since: Annotated[str | None, typer.Option(help="ISO time with offset")] = None,
     until: Annotated[str | None, typer.Option(help="ISO time with offset")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="run it here and show progress until it ends")] = False,

@@ -20,6 +20,7 @@ from adapters.base import RefundStatus
 from adapters.errors import DependencyNotReady
 from app.db import before_commit, is_sqlite
 from app.domain import ledger, returns
+from app.domain.fees import take_reported_fees
 from app.metrics import OVERSOLD_LINES
 from app.models import Listing, Order, OrderLine, Refund, RefundLine, Sku, Store
 from app.models.base import utcnow
@@ -166,7 +167,7 @@ async def upsert_order(session: AsyncSession, store: Store, snap: OrderSnapshot,
     order.status = str(snap.status)
     order.currency = snap.currency
     order.total_minor = snap.total_minor
-    order.platform_fee_minor = snap.platform_fee_minor
+    take_reported_fees(order, snap.platform_fee_minor, snap.subsidy_minor)  # bill lines, once in, win
     order.placed_at = snap.created_at
     order.paid_at = snap.paid_at or order.paid_at
     order.shipped_at = snap.shipped_at or order.shipped_at

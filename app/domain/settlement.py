@@ -1,5 +1,10 @@
 """Settlement: settle what is due into one frozen statement per currency, with its lines, member shares
-and the outbox job that delivers it, all in one transaction."""
+and the outbox job that delivers it, all in one transaction.
+
+Lines of a statement: ``sale`` (an order: its total and the platform's subsidy, less refunds and the fee),
+``refund`` (a refund that succeeded after its order was settled) and ``fee_adjustment`` (an actual fee or
+subsidy that arrived after its order was settled on an estimate, or changed: the difference). Net = gross
+- refunds - fees, and the member shares add up to it to the fen."""
 
 from __future__ import annotations
 
@@ -7,13 +12,15 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Callable
 
 import orjson
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.domain.allocation import largest_remainder
+from app.domain.fees import FeeDecision, decide_fee, fee_from_rate, public_source  # noqa: F401 - fee_from_rate: kept importable here
 from app.domain.windows import return_window_closes
 from app.models import (
     LotConsumption,
@@ -36,6 +43,7 @@ _DELIVERED = "delivered"
 _SHIPPED = "shipped"
 _OPEN = "open"
 _SUCCEEDED = "succeeded"
+SALE, REFUND, FEE_ADJUSTMENT = "sale", "refund", "fee_adjustment"  # statement line kinds
 
 
 IN_CHUNK = 1000  # ids per IN list: asyncpg takes at most 32767 bind parameters per statement
@@ -78,17 +86,8 @@ def body_bytes(body: dict) -> bytes:
     return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
 
 
-def fee_from_rate(total_minor: int, fee_rate_bp: int) -> int:
-    """``total * rate / 10000`` rounded half up (away from zero on the magnitude), integers only."""
-    magnitude = (abs(total_minor) * fee_rate_bp + 5000) // 10000
-    return magnitude if total_minor >= 0 else -magnitude
-
-
-def order_fee(order: Order, options: StoreSettings | None) -> int:
-    """The platform's own fee when it reports one, else the store's fee rate (basis points)."""
-    if order.platform_fee_minor is not None:
-        return order.platform_fee_minor
-    return fee_from_rate(order.total_minor, (options or StoreSettings()).fee_rate_bp)
+def _no_actual_fees(platform: str) -> bool:
+    return False
 
 
 def return_window(options: StoreSettings | None) -> timedelta:
@@ -150,10 +149,13 @@ def _lot_sort_key(key: tuple[int | None, str | None]):
 class _Line:
     kind: str
     order: Order
-    gross: int
+    gross: int  # what the buyer paid and the platform added (subsidy)
     refunds: int
     fees: int
     refund: Refund | None = None
+    subsidy: int = 0  # part of gross
+    fee_source: str | None = None  # platform, bill, estimate
+    extra: dict = field(default_factory=dict)  # further keys of its body entry
 
     @property
     def net(self) -> int:
@@ -174,19 +176,66 @@ def _is_due(status: str, delivered_at: datetime | None, shipped_at: datetime | N
     return closes is not None and closes <= now
 
 
-async def due_order_ids(session: AsyncSession, now: datetime) -> list[int]:
+def fee_decision(order, options: StoreSettings | None, expects_fees: Callable[[str], bool],
+                 now: datetime) -> FeeDecision | None:
+    """The fee an order would be settled with now; None while it is not due (its return window runs) or
+    waits for its actual fee. ``order``: an Order, or a row with its columns."""
+    closes = window_closes(order.status, order.delivered_at, order.shipped_at, options)
+    if closes is None or closes > now:
+        return None
+    decision = decide_fee(order, options, expects_fees(order.platform), closes, now)
+    return None if decision.wait else decision
+
+
+def order_fee_view(order: Order, options: StoreSettings | None, expects_actual: bool,
+                   now: datetime) -> tuple[int | None, str | None, bool, datetime | None]:
+    """An order's fee as answers show it: (fee, source, awaiting its actual fee, when the estimate takes
+    over). The actual fee; else what its statement counted (an estimate); else the estimate it would be
+    settled with now, or None while it waits (``awaiting``: due, held only by the missing fee)."""
+    if order.platform_fee_minor is not None:
+        return order.platform_fee_minor, public_source(order.fee_source), False, None
+    if order.settlement_id is not None and order.fee_settled_minor is not None:
+        return order.fee_settled_minor, "estimate", False, None
+    closes = window_closes(order.status, order.delivered_at, order.shipped_at, options)
+    decision = decide_fee(order, options, expects_actual, closes, now)
+    if decision.wait:
+        return None, None, closes is not None and closes <= now, decision.estimate_from
+    return decision.fee, decision.source, False, None
+
+
+async def due_order_ids(session: AsyncSession, now: datetime,
+                        expects_fees: Callable[[str], bool] = _no_actual_fees) -> list[int]:
     """Delivered (or shipped and assumed delivered) unsettled orders whose store's return window has
-    passed and that have no open refund."""
+    passed, that have no open refund, and whose fee is known (or may be estimated by now)."""
     open_refund = exists().where(Refund.order_id == Order.id, Refund.status == _OPEN)
     rows = (await session.execute(
-        select(Order.id, Order.status, Order.delivered_at, Order.shipped_at, Store.settings)
+        select(Order.id, Order.platform, Order.status, Order.delivered_at, Order.shipped_at, Order.total_minor,
+               Order.platform_fee_minor, Order.fee_source, Store.settings)
         .join(Store, Store.id == Order.store_id)
         .where(Order.status.in_((_DELIVERED, _SHIPPED)), Order.settlement_id.is_(None),
                or_(Order.delivered_at <= now, Order.shipped_at <= now), ~open_refund)
         .order_by(Order.id)
     )).all()
-    return [oid for oid, status, delivered_at, shipped_at, settings in rows
-            if _is_due(status, delivered_at, shipped_at, StoreSettings.of(settings), now)]
+    return [row.id for row in rows
+            if fee_decision(row, StoreSettings.of(row.settings), expects_fees, now) is not None]
+
+
+async def adjustment_order_ids(session: AsyncSession) -> list[int]:
+    """Settled orders whose actual fee or subsidy differs from what statements counted for them."""
+    rows = (await session.execute(
+        select(Order.id).where(
+            Order.settlement_id.is_not(None), Order.fee_settled_minor.is_not(None),
+            or_(and_(Order.platform_fee_minor.is_not(None), Order.platform_fee_minor != Order.fee_settled_minor),
+                Order.subsidy_minor != func.coalesce(Order.subsidy_settled_minor, 0)))
+        .order_by(Order.id)
+    )).scalars().all()
+    return list(rows)
+
+
+def _deltas(order: Order) -> tuple[int, int]:
+    """(fee, subsidy) the statements have not counted for a settled order yet."""
+    fee = 0 if order.platform_fee_minor is None else order.platform_fee_minor - (order.fee_settled_minor or 0)
+    return fee, order.subsidy_minor - (order.subsidy_settled_minor or 0)
 
 
 async def late_refund_ids(session: AsyncSession) -> list[int]:
@@ -199,25 +248,39 @@ async def late_refund_ids(session: AsyncSession) -> list[int]:
     return list(rows)
 
 
-async def _lock_due_orders(session: AsyncSession, ids: list[int], now: datetime) -> list[Order]:
-    """Lock the candidates (in id order, so two runs cannot deadlock) and keep those still due.
+async def _lock_due_orders(session: AsyncSession, ids: list[int], now: datetime,
+                           expects_fees: Callable[[str], bool] = _no_actual_fees,
+                           adjust_ids: list[int] = ()) -> tuple[list[Order], dict[int, FeeDecision], list[Order]]:
+    """Lock the candidates (in id order, so two runs cannot deadlock) and keep those still due, with the
+    fee each is settled with; and, locked in the same pass (one ascending order over all of them), the
+    settled orders whose actual fee or subsidy still differs from what statements counted.
 
     On PostgreSQL a second run waits here for the first; once that one commits, the re-checked
     ``settlement_id IS NULL`` drops the orders it took. Reconcile locks an order row before it
     touches the order's refunds, so "no open refund", read after the lock, stays true until commit.
     """
-    if not ids:
-        return []
+    candidates = set(ids) | set(adjust_ids)
+    if not candidates:
+        return [], {}, []
     locked = await _scalars_in(session, lambda chunk: (
-        select(Order).where(Order.id.in_(chunk), Order.settlement_id.is_(None)).order_by(Order.id)
-        .with_for_update().execution_options(populate_existing=True)), ids)
-    if not locked:
-        return []
+        select(Order).where(Order.id.in_(chunk)).order_by(Order.id)
+        .with_for_update().execution_options(populate_existing=True)), candidates)
+    unsettled = [o for o in locked if o.settlement_id is None and o.id in set(ids)]
+    adjust = [o for o in locked if o.settlement_id is not None and o.fee_settled_minor is not None
+              and _deltas(o) != (0, 0)]
     still_open = set(await _scalars_in(session, lambda chunk: select(Refund.order_id).where(
-        Refund.order_id.in_(chunk), Refund.status == _OPEN), [o.id for o in locked]))
-    stores = await _store_settings(session, {o.store_id for o in locked})
-    return [o for o in locked
-            if o.id not in still_open and _is_due(o.status, o.delivered_at, o.shipped_at, stores.get(o.store_id), now)]
+        Refund.order_id.in_(chunk), Refund.status == _OPEN), [o.id for o in unsettled]))
+    stores = await _store_settings(session, {o.store_id for o in unsettled})
+    due: list[Order] = []
+    decisions: dict[int, FeeDecision] = {}
+    for order in unsettled:
+        if order.id in still_open:
+            continue
+        decision = fee_decision(order, stores.get(order.store_id), expects_fees, now)
+        if decision is not None:
+            due.append(order)
+            decisions[order.id] = decision
+    return due, decisions, adjust
 
 
 async def _lock_late_refunds(session: AsyncSession, ids: list[int]) -> list[Refund]:
@@ -285,27 +348,31 @@ def member_split(amount: int, lots: dict[tuple[int | None, str | None], int]) ->
     return dict(result)
 
 
-async def settle_due(session: AsyncSession, *, now: datetime | None = None, run_id: str | None = None) -> list[Settlement]:
+async def settle_due(session: AsyncSession, *, now: datetime | None = None, run_id: str | None = None,
+                     expects_fees: Callable[[str], bool] = _no_actual_fees) -> list[Settlement]:
     """Settle everything due in the caller's transaction; returns the statements written (maybe none).
     Delivering them is the caller's (the settlement flow queues one delivery per statement).
+    ``expects_fees(platform)``: whether actual fees come for that platform's orders, so that an order
+    without one waits ``fee_wait_days`` for it before the estimate is used.
 
     Raises ``SettlementConflict`` (the caller's transaction must roll back) if a concurrent run got
     some of the same rows first despite the locks; a plain retry then settles the rest.
     """
     now = now or utcnow()
     run_id = run_id or str(uuid.uuid4())
-    orders = await _lock_due_orders(session, await due_order_ids(session, now), now)
+    orders, decisions, adjust = await _lock_due_orders(
+        session, await due_order_ids(session, now, expects_fees), now, expects_fees,
+        adjust_ids=await adjustment_order_ids(session))
     late = await _lock_late_refunds(session, await late_refund_ids(session))
-    if not orders and not late:
+    if not orders and not late and not adjust:
         return []
 
-    order_ids = {o.id for o in orders} | {r.order_id for r in late}
-    all_orders = {o.id: o for o in orders}
+    order_ids = {o.id for o in orders} | {r.order_id for r in late} | {o.id for o in adjust}
+    all_orders = {o.id: o for o in [*orders, *adjust]}
     missing = order_ids - set(all_orders)
     if missing:
         for o in await _scalars_in(session, lambda chunk: select(Order).where(Order.id.in_(chunk)), missing):
             all_orders[o.id] = o
-    stores = await _store_settings(session, {o.store_id for o in all_orders.values()})
     lines_by_order: dict[int, list[OrderLine]] = defaultdict(list)
     for line in await _scalars_in(session, lambda chunk: select(OrderLine).where(OrderLine.order_id.in_(chunk))
                                   .order_by(OrderLine.order_id, OrderLine.line_no, OrderLine.id), order_ids):
@@ -338,15 +405,19 @@ async def settle_due(session: AsyncSession, *, now: datetime | None = None, run_
         draft = drafts.setdefault(order.currency, _Draft(order.currency))
         lines = lines_by_order[order.id]
         weights = line_weights(lines)
-        fees = order_fee(order, stores.get(order.store_id))
+        decision = decisions[order.id]
+        fees, subsidy = decision.fee or 0, order.subsidy_minor
         refunds = succeeded[order.id]
-        line = _Line("order", order, gross=order.total_minor, refunds=sum(r.amount_minor for r in refunds), fees=fees)
+        line = _Line(SALE, order, gross=order.total_minor + subsidy, refunds=sum(r.amount_minor for r in refunds),
+                     fees=fees, subsidy=subsidy, fee_source=decision.source)
         draft.lines.append(line)
         draft.refund_ids.extend(r.id for r in refunds)
-        # Each order line's net: its part of the gross and the fees (pro rata by line total) less the
-        # refunds that came off it. Summed over the lines this is the order's net, to the fen.
+        # Each order line's net: its part of the gross, the subsidy and the fees (pro rata by line total)
+        # less the refunds that came off it. Summed over the lines this is the order's net, to the fen.
         per_line: dict[int | None, int] = defaultdict(int)
         for key, part in split(order.total_minor, weights).items():
+            per_line[key] += part
+        for key, part in split(subsidy, weights).items():
             per_line[key] += part
         for key, part in split(fees, weights).items():
             per_line[key] -= part
@@ -359,7 +430,7 @@ async def settle_due(session: AsyncSession, *, now: datetime | None = None, run_
         order = all_orders[refund.order_id]
         draft = drafts.setdefault(order.currency, _Draft(order.currency))
         lines = lines_by_order[order.id]
-        draft.lines.append(_Line("late_refund", order, gross=0, refunds=refund.amount_minor, fees=0, refund=refund))
+        draft.lines.append(_Line(REFUND, order, gross=0, refunds=refund.amount_minor, fees=0, refund=refund))
         back = returned.get(refund.id, {})
         for key, part in split(-refund.amount_minor, refund_weights(refund_lines[refund.id], lines)).items():
             # Goods this refund brought back name the lots that bear it; a money-only refund is borne
@@ -369,6 +440,26 @@ async def settle_due(session: AsyncSession, *, now: datetime | None = None, run_
                 lots = supplied.get(key, {}) if key is not None else {}
             for member, share in member_split(part, lots).items():
                 draft.shares[member] += share
+
+    for order in adjust:
+        # An actual fee (or subsidy) that arrived after the order was settled: the difference to what was
+        # counted goes into this statement, borne like the sale's fee by the lots that supplied it. The
+        # statement that settled the order is never edited.
+        draft = drafts.setdefault(order.currency, _Draft(order.currency))
+        fee_delta, subsidy_delta = _deltas(order)
+        draft.lines.append(_Line(FEE_ADJUSTMENT, order, gross=subsidy_delta, refunds=0, fees=fee_delta,
+                                 subsidy=subsidy_delta, fee_source=public_source(order.fee_source), extra={
+                                     "fees_counted_before_minor": order.fee_settled_minor,
+                                     "fee_actual_minor": order.platform_fee_minor,
+                                     "subsidy_counted_before_minor": order.subsidy_settled_minor or 0,
+                                     "subsidy_actual_minor": order.subsidy_minor}))
+        weights = line_weights(lines_by_order[order.id])
+        per_line = defaultdict(int)
+        for key, part in split(subsidy_delta, weights).items():
+            per_line[key] += part
+        for key, part in split(fee_delta, weights).items():
+            per_line[key] -= part
+        _add_shares(draft.shares, per_line, supplied)
 
     created: list[Settlement] = []
     for currency in sorted(drafts):
@@ -381,6 +472,8 @@ async def _write(session: AsyncSession, draft: _Draft, run_id: str, now: datetim
     gross = sum(l.gross for l in draft.lines)
     refunds = sum(l.refunds for l in draft.lines)
     fees = sum(l.fees for l in draft.lines)
+    estimated = sum(l.fees for l in draft.lines if l.fee_source == "estimate")
+    subsidies = sum(l.subsidy for l in draft.lines)
     net = gross - refunds - fees
     shares = sorted((m, v) for m, v in draft.shares.items() if v != 0)
     if sum(v for _, v in shares) != net:  # an arithmetic bug must never reach a household
@@ -389,49 +482,78 @@ async def _write(session: AsyncSession, draft: _Draft, run_id: str, now: datetim
     for l in draft.lines:
         entry = {"order_id": l.order.id, "store_id": l.order.store_id, "external_id": l.order.external_id,
                  "kind": l.kind, "gross_minor": l.gross, "refunds_minor": l.refunds, "platform_fees_minor": l.fees,
-                 "net_minor": l.net}
+                 "net_minor": l.net, "subsidy_minor": l.subsidy}
+        if l.fee_source is not None:
+            entry["fee_source"] = l.fee_source
         if l.refund is not None:
             entry.update(refund_id=l.refund.id, refund_external_id=l.refund.external_id)
+        entry.update(l.extra)
         entries.append(entry)
     # The frozen body: exactly the DESIGN settlement shape that is sent. ``delivery`` is deliberately
     # absent: it changes after sending (status, attempts), and a body that changed between retries
     # would break the receiver's dedupe by key and our "never changed after creation" promise. The
     # API adds it from the live columns.
     body = {"id": settlement_id, "currency": draft.currency, "gross_minor": gross, "refunds_minor": refunds,
-            "platform_fees_minor": fees, "net_minor": net, "orders": entries,
+            "platform_fees_minor": fees, "platform_fees_actual_minor": fees - estimated,
+            "platform_fees_estimated_minor": estimated, "subsidies_minor": subsidies, "net_minor": net, "orders": entries,
             "member_shares": [{"member_id": m, "net_minor": v} for m, v in shares],
             "created_at": now.isoformat()}
     settlement = Settlement(id=settlement_id, run_id=run_id, currency=draft.currency, gross_minor=gross,
                             refunds_minor=refunds, platform_fees_minor=fees, net_minor=net, body=body,
-                            created_at=now)
+                            platform_fees_actual_minor=fees - estimated, platform_fees_estimated_minor=estimated,
+                            subsidies_minor=subsidies, created_at=now)
     session.add(settlement)
     await session.flush()  # the lines and the orders' settlement_id reference it
     for l in draft.lines:
         session.add(SettlementLine(settlement_id=settlement_id, kind=l.kind, order_id=l.order.id,
                                    refund_id=l.refund.id if l.refund else None, store_id=l.order.store_id,
                                    external_id=l.order.external_id, gross_minor=l.gross, refunds_minor=l.refunds,
-                                   fees_minor=l.fees, net_minor=l.net))
+                                   fees_minor=l.fees, net_minor=l.net, subsidy_minor=l.subsidy,
+                                   fee_source=l.fee_source))
     for member, value in shares:
         session.add(MemberShare(settlement_id=settlement_id, member_id=member, net_minor=value))
     await session.flush()
 
     # Conditional claims: belt and braces over the row locks. If any row was taken meanwhile, the
     # whole run rolls back rather than put one order or refund into two statements.
-    order_ids = [l.order.id for l in draft.lines if l.kind == "order"]
+    order_ids = [l.order.id for l in draft.lines if l.kind == SALE]
     refund_ids = draft.refund_ids + [l.refund.id for l in draft.lines if l.refund is not None]
     taken = await _update_in(session, lambda chunk: update(Order).where(
         Order.id.in_(chunk), Order.settlement_id.is_(None)).values(settlement_id=settlement_id), order_ids)
     if taken != len(order_ids):
         raise SettlementConflict("another settlement run took some of these orders first")
+    counted: dict[tuple[int, int], list[int]] = defaultdict(list)  # (fee, subsidy) -> orders, one UPDATE each
+    for l in (l for l in draft.lines if l.kind == SALE):
+        counted[(l.fees, l.subsidy)].append(l.order.id)
+    for (fee, subsidy), ids in sorted(counted.items()):
+        await _update_in(session, lambda chunk, fee=fee, subsidy=subsidy: update(Order).where(
+            Order.id.in_(chunk), Order.settlement_id == settlement_id).values(
+            fee_settled_minor=fee, subsidy_settled_minor=subsidy), ids)
     # Refunds settled with their order are marked too, so they never come back as "late".
     taken = await _update_in(session, lambda chunk: update(Refund).where(
         Refund.id.in_(chunk), Refund.settlement_id.is_(None)).values(settlement_id=settlement_id), refund_ids)
     if taken != len(refund_ids):
         raise SettlementConflict("another settlement run took some of these refunds first")
+    for l in (l for l in draft.lines if l.kind == FEE_ADJUSTMENT):
+        # Claimed on what was counted before, so that two runs cannot both count the same difference.
+        taken = (await session.execute(update(Order).where(
+            Order.id == l.order.id, Order.fee_settled_minor == l.extra["fees_counted_before_minor"],
+            func.coalesce(Order.subsidy_settled_minor, 0) == l.extra["subsidy_counted_before_minor"])
+            .values(fee_settled_minor=l.order.fee_settled_minor + l.fees,
+                    subsidy_settled_minor=l.extra["subsidy_counted_before_minor"] + l.subsidy)
+            .execution_options(synchronize_session=False))).rowcount
+        if taken != 1:
+            raise SettlementConflict("another settlement run counted this fee adjustment first")
     # Keep the loaded objects truthful without a second (unconditional) UPDATE at flush.
     for l in draft.lines:
-        if l.kind == "order":
+        if l.kind == SALE:
             set_committed_value(l.order, "settlement_id", settlement_id)
+            # What this statement counted: a later actual fee is compared with it (fee_adjustment).
+            set_committed_value(l.order, "fee_settled_minor", l.fees)
+            set_committed_value(l.order, "subsidy_settled_minor", l.subsidy)
+        elif l.kind == FEE_ADJUSTMENT:
+            set_committed_value(l.order, "fee_settled_minor", l.order.fee_settled_minor + l.fees)
+            set_committed_value(l.order, "subsidy_settled_minor", l.extra["subsidy_counted_before_minor"] + l.subsidy)
         if l.refund is not None:
             set_committed_value(l.refund, "settlement_id", settlement_id)
     return settlement

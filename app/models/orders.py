@@ -25,7 +25,18 @@ class Order(SQLModel, table=True):
     currency: str = Field(max_length=3)
     total_minor: int = money_field()
     refunded_minor: int = money_field()
+    # The platform's actual fee: from the order's own payload (``fee_source`` "order", e.g. Taobao's
+    # commission_fee), settlement data an API returned ("settlement": Douyin's settlement rows, Shopify
+    # Payments), or an imported bill ("bill"); bill lines win over the order's payload. None: no actual
+    # fee yet (settlement waits ``fee_wait_days`` for one, then uses the store's estimate).
     platform_fee_minor: int | None = money_field(None, nullable=True)
+    fee_source: str | None = Field(default=None, max_length=16)
+    # What the platform pays the shop on top of the buyer's money (its own coupons, DESIGN "Fees and
+    # bills"): part of a statement's gross, kept apart from total_minor, which snapshots overwrite.
+    subsidy_minor: int = money_field()
+    # What statements counted so far (the sale line, then fee adjustments); None until the order is settled.
+    fee_settled_minor: int | None = money_field(None, nullable=True)
+    subsidy_settled_minor: int | None = money_field(None, nullable=True)
     placed_at: datetime | None = time_field()
     paid_at: datetime | None = time_field()
     shipped_at: datetime | None = time_field()

@@ -21,6 +21,10 @@ class Settlement(SQLModel, table=True):
     refunds_minor: int = money_field()
     platform_fees_minor: int = money_field()
     net_minor: int = money_field()
+    # platform_fees_minor = actual + estimated; gross_minor includes subsidies_minor.
+    platform_fees_actual_minor: int = money_field()
+    platform_fees_estimated_minor: int = money_field()
+    subsidies_minor: int = money_field()
     body: dict = json_field()  # exactly what is sent to the dividend endpoint
     delivery_status: str = Field(default="pending", max_length=16, index=True)  # pending, delivered, dead
     delivery_attempts: int = 0
@@ -35,7 +39,9 @@ class SettlementLine(SQLModel, table=True):
 
     id: int | None = id_field()
     settlement_id: str = Field(foreign_key="settlement.id", max_length=36, index=True)
-    kind: str = Field(max_length=16)  # order, late_refund
+    # sale (an order settled), refund (a late refund, negative), fee_adjustment (an actual fee or subsidy
+    # that arrived after its order was settled). Statements before migration 0011 say order, late_refund.
+    kind: str = Field(max_length=16)
     order_id: int | None = fk_field("sales_order.id", nullable=True)
     refund_id: int | None = Field(default=None, foreign_key="refund.id", unique=True, sa_type=IdType)
     store_id: int = fk_field("store.id", index=False)
@@ -44,6 +50,8 @@ class SettlementLine(SQLModel, table=True):
     refunds_minor: int = money_field()
     fees_minor: int = money_field()
     net_minor: int = money_field()
+    subsidy_minor: int = money_field()  # part of gross_minor
+    fee_source: str | None = Field(default=None, max_length=16)  # platform, bill, estimate (None: no fee in it)
 
 
 class MemberShare(SQLModel, table=True):

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from pydantic import Field as Setting
 from sqlmodel import Field, SQLModel
 
+from adapters.bills import BillColumns
 from app.models.base import EncryptedJSON, EncryptedText, fk_field, id_field, json_field, time_field
 
 
@@ -24,7 +25,13 @@ class StoreSettings(BaseModel):
     poll_interval_s: Annotated[int, Setting(ge=0, le=86_400 * 7)] = 300  # 0 turns scheduled polling off
     # Seconds each poll window reaches back over the last one; None: the service's default.
     poll_overlap_s: Annotated[float, Setting(ge=0, le=86_400)] | None = None
-    fee_rate_bp: Annotated[int, Setting(ge=0, le=10_000)] = 0  # platform fee when the order has none, basis points
+    # The estimated platform fee, basis points of the order's total, used when no actual fee came. None: no
+    # estimate: where the platform reports fees, orders wait for the actual one (elsewhere the fee is 0).
+    fee_rate_bp: Annotated[int, Setting(ge=0, le=10_000)] | None = None
+    # Days past the return window that settlement waits for an actual fee before it uses the estimate.
+    fee_wait_days: Annotated[int, Setting(ge=0, le=365)] = 7
+    # The columns of this store's bill files, replacing the platform's built-in mapping (README, "Bills").
+    bill_columns: BillColumns | None = None
     # Returned goods go on hand when they come back ("on_receipt"), or are held apart until the
     # warehouse inspects them ("after_inspection": good units then go on hand).
     restock_returns: Literal["on_receipt", "after_inspection"] = "on_receipt"

@@ -28,12 +28,13 @@ from app.jobs.outcomes import Dead, Done, JobContext, Outcome, Retry
 from app.jobs.queue import backoff_s
 from app.services.errors import Conflict, Invalid, NotFound
 from app.services.push import push_store
+from app.services import bills
 from app.services.connections import connect, wait_for_authorization
 
 log = logging.getLogger("coopsync.pull")
 
 RESOURCE_CAPABILITY = {"orders": Capability.ORDERS_PULL, "refunds": Capability.REFUNDS_PULL,
-                       "inventory": Capability.STOCK_PUSH}
+                       "inventory": Capability.STOCK_PUSH, "bills": Capability.BILLS}
 MAX_RESYNC_SPAN = timedelta(days=92)  # platforms keep about three months of incremental history
 THROTTLE_WAIT_MAX_S = 60.0  # seconds we sleep in-process on a throttle; longer waits go back to the job table
 TRANSIENT_TRIES = 3  # in-loop tries of one page before the job is re-queued with its position saved
@@ -67,6 +68,8 @@ async def fetch_page(adapter, resource: str, window: TimeWindow, cursor: str | N
         try:
             if resource == "orders":
                 return await adapter.fetch_orders(window, cursor)
+            if resource == "bills":
+                return await adapter.fetch_bills(window, cursor)
             return await adapter.fetch_refunds(window, cursor)
         except ThrottledError as exc:
             wait = exc.retry_after_s or 1.0
@@ -172,12 +175,12 @@ async def create_resync(session: AsyncSession, store_id: int, resource: str, sin
         raise Invalid(f"{store.platform} stores cannot resync {resource}")
     if resource != "inventory":
         if since is None or until is None:
-            raise Invalid("since and until are required for orders and refunds")
+            raise Invalid("since and until are required for orders, refunds and bills")
         if until <= since:
             raise Invalid("until must be after since")
         if until - since > MAX_RESYNC_SPAN:
             raise Invalid(f"a resync covers at most {MAX_RESYNC_SPAN.days} days")
-        windows = len(split_windows(since, until, adapter_class(store.platform).max_window))
+        windows = len(split_windows(since, until, _window_of(adapter_class(store.platform), resource)))
     else:
         windows = 1
     resync = Resync(store_id=store_id, resource=resource, since=since, until=until,
@@ -199,6 +202,11 @@ async def cancel_resync(session: AsyncSession, resync_id: int) -> Resync:
     if resync.status == "queued":
         resync.status, resync.finished_at = "cancelled", utcnow()
     return resync
+
+
+def _window_of(adapter, resource: str) -> timedelta:
+    """How wide one window of the resource's list API may be (bills: ``bill_window``)."""
+    return adapter.bill_window if resource == "bills" else adapter.max_window
 
 
 def _resync_lock(payload: dict) -> str:
@@ -233,7 +241,7 @@ async def handle_resync(ctx: JobContext) -> Outcome:
         return await _finish(ctx, resync_id, "failed", "store no longer exists")
     if resource == "inventory":
         return await _resync_inventory(ctx, resync_id, store.id)
-    windows = split_windows(since, until, adapter.max_window)
+    windows = split_windows(since, until, _window_of(adapter, resource))
     index = int(position.get("window", 0))
     cursor = position.get("cursor")
     while index < len(windows):
@@ -254,7 +262,14 @@ async def handle_resync(ctx: JobContext) -> Outcome:
         counts = Counts()
         async with ctx.db.transaction() as session:
             resync = await session.get(Resync, resync_id, with_for_update=True)
-            await apply_items(session, store, resource, page.items, counts, "resync", extra)
+            if resource == "bills":
+                # Lines new to us are "created", lines held already "unchanged"; "updated": orders whose
+                # fee or subsidy the page recomputed.
+                taken = await bills.apply_bill_page(session, store, page.items)
+                counts.fetched, counts.created, counts.unchanged = taken.lines, taken.new, taken.duplicates
+                counts.updated = len(taken.orders)
+            else:
+                await apply_items(session, store, resource, page.items, counts, "resync", extra)
             # The position is saved in the same transaction as the page's records.
             resync.pages += 1
             resync.fetched += counts.fetched

@@ -8,12 +8,24 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from adapters.base import Capability
 from app.config import Settings
+from app.domain.fees import match_waiting_lines
 from app.domain.settlement import SettlementConflict, settle_due
 from app.jobs.catalogue import job
 from app.jobs.outcomes import Done, JobContext, Outcome, Retry
 from app.models import Job, Settlement
 from app.services.dividends import queue_delivery
+from app.services.platforms import UnknownPlatform, adapter_class
+
+
+def expects_fees(platform: str) -> bool:
+    """Whether actual fees come for this platform's orders (``Capability.FEES``): then an order without
+    one waits ``fee_wait_days`` for it before its store's estimate is used."""
+    try:
+        return Capability.FEES in adapter_class(platform).capabilities
+    except UnknownPlatform:
+        return False
 
 
 async def run_settlement(session: AsyncSession, settings: Settings | None = None, *, now: datetime | None = None,
@@ -22,7 +34,8 @@ async def run_settlement(session: AsyncSession, settings: Settings | None = None
 
     Raises ``SettlementConflict`` (the caller's transaction must roll back) if a concurrent run took
     some of the same rows first; a plain retry then settles the rest."""
-    created = await settle_due(session, now=now, run_id=run_id)
+    await match_waiting_lines(session)  # bill lines that came before their orders
+    created = await settle_due(session, now=now, run_id=run_id, expects_fees=expects_fees)
     for statement in created:
         await queue_delivery(session, statement.id, settings)
     return created

@@ -323,7 +323,7 @@ async def test_late_refund_is_a_negative_line_in_the_next_statement_and_the_firs
     (second,) = await settle(db, T0 + timedelta(days=3))
     assert second.id != first.id
     (line,) = second.body["orders"]
-    assert line["kind"] == "late_refund" and line["external_id"] == "LR-1" and line["net_minor"] == -3000
+    assert line["kind"] == "refund" and line["external_id"] == "LR-1" and line["net_minor"] == -3000
     assert (second.gross_minor, second.refunds_minor, second.net_minor) == (0, 3000, -3000)
     assert shares_of(second) == {"m-new": -3000}
     assert_consistent(second)
@@ -453,8 +453,8 @@ async def test_settlement_properties(db, world):
     all_statements = await statements(db)
     for statement in all_statements:
         assert_consistent(statement)
-    settled_orders = [o["order_id"] for s in all_statements for o in s.body["orders"] if o["kind"] == "order"]
-    late_refunds = [o["refund_id"] for s in all_statements for o in s.body["orders"] if o["kind"] == "late_refund"]
+    settled_orders = [o["order_id"] for s in all_statements for o in s.body["orders"] if o["kind"] == "sale"]
+    late_refunds = [o["refund_id"] for s in all_statements for o in s.body["orders"] if o["kind"] == "refund"]
     assert len(settled_orders) == len(set(settled_orders)), "an order is in two statements"
     assert len(late_refunds) == len(set(late_refunds)), "a refund was taken off twice"
 

@@ -38,7 +38,8 @@ def test_registry_loads_it_with_its_capabilities():
     cls = _check("douyin", _import(BUILTINS["douyin"]), "test")
     assert cls is DouyinAdapter
     assert cls.capabilities == {Capability.ORDERS_PULL, Capability.REFUNDS_PULL, Capability.STOCK_PUSH,
-                                Capability.WEBHOOKS, Capability.SHIPMENTS, Capability.CARRIER_LIST}
+                                Capability.WEBHOOKS, Capability.SHIPMENTS, Capability.CARRIER_LIST, Capability.FEES,
+                                Capability.BILLS}
     assert cls.max_window == timedelta(hours=1)
 
 

@@ -22,7 +22,7 @@ def test_class_attributes_are_declared():
     assert ShopifyAdapter.platform == "shopify"
     assert ShopifyAdapter.capabilities == frozenset({
         Capability.ORDERS_PULL, Capability.REFUNDS_PULL, Capability.STOCK_PUSH, Capability.STOCK_READ,
-        Capability.WEBHOOKS, Capability.SHIPMENTS})
+        Capability.WEBHOOKS, Capability.SHIPMENTS, Capability.FEES, Capability.BILLS})
     assert isinstance(ShopifyAdapter.max_window, timedelta) and ShopifyAdapter.max_window > timedelta(0)
     assert issubclass(ShopifyAdapter.Credentials, BaseModel)
     assert issubclass(ShopifyAdapter, AdapterBase)

@@ -127,3 +127,13 @@ def test_trade_without_modified_is_a_payload_error():
     del raw["modified"]
     with pytest.raises(PayloadError):
         mapping.map_trade(raw)
+
+
+def test_a_finished_trade_carries_its_commission_and_platform_subsidy():
+    trade = load("trade-3300000000000002.json")
+    finished = mapping.map_trade({**trade, "commission_fee": "10.01", "platform_subsidy_fee": "5.00"})
+    assert (finished.platform_fee_minor, finished.subsidy_minor) == (1001, 500)
+    # Before the buyer confirms, a "0.00" commission only means "not taken yet": no actual fee.
+    waiting = mapping.map_trade({**trade, "status": "WAIT_BUYER_CONFIRM_GOODS", "commission_fee": "0.00"})
+    assert waiting.platform_fee_minor is None
+    assert mapping.map_trade(trade).platform_fee_minor is None  # a trade without the field
