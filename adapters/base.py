@@ -27,6 +27,10 @@ class Capability(StrEnum):
     STOCK_PUSH = "stock_push"
     STOCK_READ = "stock_read"
     STOCK_COMPARE_AND_SET = "stock_cas"  # push_stock honours StockLevel.expected_quantity
+    # push_stock applies StockLevel.delta as an increment (the shop's own sales are kept); with
+    # STOCK_DELTA_IDEMPOTENT the platform applies a repeated idempotency_key once.
+    STOCK_DELTA = "stock_delta"
+    STOCK_DELTA_IDEMPOTENT = "stock_delta_idempotent"
     WEBHOOKS = "webhooks"
     SHIPMENTS = "shipments"  # upload_shipment and fetch_shipping
     CARRIER_LIST = "carrier_list"  # fetch_carriers: the platform's list of courier companies
@@ -57,12 +61,6 @@ RestockType = Literal["no_restock", "cancel", "return"]
 """``cancel``: the goods never shipped, release their reservation; ``return``: the goods came back
 to stock; ``no_restock``: money only, no stock moves."""
 
-
-def _require_aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise ValueError("naive datetime: every snapshot time must be timezone-aware")
-    return value
-
 AfterSaleKind = Literal["refund_only", "return", "exchange", "reship", "repair", "price_protection"]
 """What an after-sale (售后) is: money back only; goods back and money back; goods back and a
 replacement out (换货); a replacement out, nothing back (补寄, e.g. a missing item); goods repaired
@@ -90,6 +88,12 @@ def restock_for_kind(kind: AfterSaleKind, shipped: bool | None) -> RestockType:
     if kind == "refund_only" and shipped is False:
         return "cancel"
     return "no_restock"
+
+
+def _require_aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ValueError("naive datetime: every snapshot time must be timezone-aware")
+    return value
 
 
 class _Snapshot(BaseModel):
@@ -273,6 +277,11 @@ class StockLevel:
     quantity: int
     listing_ref: Mapping[str, str] = field(default_factory=dict)
     expected_quantity: int | None = None
+    # Where ``STOCK_DELTA`` is declared and ``delta`` is set: add ``delta`` to the platform's count
+    # instead of setting ``quantity`` (which is then only what we expect the result to be), under
+    # ``idempotency_key`` where the platform takes one (the same key on every retry of one delta).
+    delta: int | None = None
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -477,7 +486,6 @@ class Adapter(Protocol):
         a page at a time."""
 
 
-
 class AdapterBase:
     """Shared defaults for built-in adapters; a plug-in may subclass it or implement the protocol."""
 
@@ -554,7 +562,6 @@ class AdapterBase:
 
     async def fetch_bills(self, window: TimeWindow, cursor: str | None) -> Page[BillLine]:
         raise self._unsupported("bills")
-
 
 
 def header(headers: Mapping[str, str], *names: str) -> str | None:

@@ -100,7 +100,8 @@ class DouyinAdapter(GatewayAdapter, Authorizing):
     # Within the last hour a refresh gives new tokens; earlier it answers the same ones (operations.md 2.3).
     authorization = Authorization(mode="oauth", refresh_margin=timedelta(minutes=50))
     capabilities: ClassVar[frozenset[Capability]] = GatewayAdapter.capabilities | {
-        Capability.WEBHOOKS, Capability.SHIPMENTS, Capability.CARRIER_LIST, Capability.FEES, Capability.BILLS}
+        Capability.WEBHOOKS, Capability.SHIPMENTS, Capability.CARRIER_LIST, Capability.FEES, Capability.BILLS,
+        Capability.STOCK_DELTA, Capability.STOCK_DELTA_IDEMPOTENT}
     bill_window: ClassVar[timedelta] = timedelta(days=7)  # getSettleBillDetailV3: "建议不超过7天"
     local_timezone = BEIJING
     # order.searchList states no window limit (china.md 3.3, [I]); offset paging over a set that keeps
@@ -193,6 +194,16 @@ class DouyinAdapter(GatewayAdapter, Authorizing):
         sku_id = _as_int_id(level.listing_ref.get("sku_id") or level.external_sku_key)
         if product_id is None or sku_id is None:
             raise PayloadError("listing_ref needs numeric product_id and sku_id for sku.syncStock", platform=PLATFORM)
+        if level.delta is not None:
+            # incremental with idempotent_id: a retry under the same id answers "重复，操作已执行" (operations.md 4.3)
+            key = level.idempotency_key or ""
+            try:
+                await self.client.sku_sync_stock(product_id=product_id, sku_id=sku_id, stock_num=int(level.delta),
+                                                 idempotent_id=key)
+            except PermanentError as exc:
+                if not _already_applied(exc):
+                    raise
+            return
         if level.quantity < 0:
             raise PayloadError(f"negative stock {level.quantity}", platform=PLATFORM)
         await self.client.sku_sync_stock(product_id=product_id, sku_id=sku_id, stock_num=level.quantity)
@@ -273,3 +284,9 @@ class DouyinAdapter(GatewayAdapter, Authorizing):
         previous = self.creds.refresh_token.get_secret_value()
         data = await self.token_call("token.refresh", {"grant_type": "refresh_token", "refresh_token": previous})
         return douyin_grant(data, datetime.now(timezone.utc), previous)
+
+
+def _already_applied(exc: PermanentError) -> bool:
+    """Douyin's answer to an idempotent_id it has applied already (operations.md 4.3): a success."""
+    text = f"{exc.code or ''} {exc.message or ''}"
+    return "40010" in text or "idempotent-id-existed" in text or "操作已执行" in text

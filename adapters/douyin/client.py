@@ -166,11 +166,15 @@ class DouyinClient(GatewayClient):
         rows = data.get("list", data.get("data"))
         return [row for row in rows or [] if isinstance(row, dict)]
 
-    async def sku_sync_stock(self, *, product_id: int, sku_id: int, stock_num: int) -> dict[str, Any]:
-        """Set one sku's stock, full update (incremental=false). ref: https://github.com/zsmhub/doudian-sdk/blob/93c52ff565c8841af997483e456b5f1739cb2c36/api/sku_syncStock/request/sku_syncStock_request.go"""
-        return await self.call("sku.syncStock", {
-            "product_id": product_id, "sku_id": sku_id, "stock_num": stock_num, "incremental": False,
-        })
+    async def sku_sync_stock(self, *, product_id: int, sku_id: int, stock_num: int,
+                             idempotent_id: str | None = None) -> dict[str, Any]:
+        """One sku's stock: a full update, or with ``idempotent_id`` an increment (``stock_num`` may be negative)
+        that Douyin applies once per id. ref: https://github.com/zsmhub/doudian-sdk/blob/93c52ff565c8841af997483e456b5f1739cb2c36/api/sku_syncStock/request/sku_syncStock_request.go"""
+        params: dict[str, Any] = {"product_id": product_id, "sku_id": sku_id, "stock_num": stock_num,
+                                  "incremental": idempotent_id is not None}
+        if idempotent_id is not None:
+            params["idempotent_id"] = idempotent_id
+        return await self.call("sku.syncStock", params)
 
     # --- settlement (operations.md 5.3) -----------------------------------------------------------
 

@@ -86,12 +86,12 @@ def _true(value: Any) -> bool:
 
 class PinduoduoAdapter(GatewayAdapter, Authorizing):
     platform: ClassVar[str] = PLATFORM
-    authorization = Authorization(mode="oauth")
     capabilities: ClassVar[frozenset[Capability]] = GatewayAdapter.capabilities | {
         Capability.SHIPMENTS, Capability.CARRIER_LIST, Capability.REPLACEMENT_SHIPMENTS, Capability.FEES,
-        Capability.BILLS}
+        Capability.BILLS, Capability.STOCK_DELTA}
     bill_columns: ClassVar[BillColumns] = pdd_bills.BILL_COLUMNS  # the daily bill's file (hand-made mapping)
     local_timezone = BEIJING
+    authorization = Authorization(mode="oauth")
     max_window: ClassVar[timedelta] = timedelta(minutes=30)  # both increment lists refuse more
     Credentials: ClassVar[type[BaseModel]] = PddCredentials
     Client = PddClient
@@ -195,8 +195,11 @@ class PinduoduoAdapter(GatewayAdapter, Authorizing):
         sku_id = level.listing_ref.get("sku_id") or level.external_sku_key
         if not goods_id or not sku_id:
             return refused(level, "listing_ref needs goods_id and sku_id")
-        # A full update must be >= 0 (china.md 1.6); an oversold figure means "sell none".
-        answer = await self.client.goods_quantity_update(str(goods_id), str(sku_id), max(0, int(level.quantity)))
+        if level.delta is not None:  # update_type 2: the shop's own sales since are kept
+            answer = await self.client.goods_quantity_update(str(goods_id), str(sku_id), int(level.delta),
+                                                             incremental=True)
+        else:  # a full update must be >= 0 (china.md 1.6); an oversold figure means "sell none"
+            answer = await self.client.goods_quantity_update(str(goods_id), str(sku_id), max(0, int(level.quantity)))
         if answer.get("is_success") in (True, "true", 1):
             return None
         return refused(level, f"pdd.goods.quantity.update answered is_success={answer.get('is_success')!r}")

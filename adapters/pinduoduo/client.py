@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 from adapters.errors import AdapterError, PayloadError
 from adapters.gateway import ErrorTable, GatewayClient, read_error
+from adapters.http import IN_CALL_ATTEMPTS
 from adapters.signing import prepare_params, sign_wrapped_md5
 
 PLATFORM = "pinduoduo"
@@ -120,14 +121,17 @@ class PddClient(GatewayClient):
         url = self.unwrap(body, "finance_balance_daily_bill_url_get_response").get("download_url")
         return str(url) if url else None
 
-    async def goods_quantity_update(self, goods_id: str, sku_id: str, quantity: int) -> dict[str, Any]:
-        """pdd.goods.quantity.update; ref: https://open.pinduoduo.com/application/document/api?id=pdd.goods.quantity.update"""
+    async def goods_quantity_update(self, goods_id: str, sku_id: str, quantity: int, *,
+                                    incremental: bool = False) -> dict[str, Any]:
+        """pdd.goods.quantity.update, ``update_type`` 1 (full: set) or 2 (增量: add ``quantity``, which may be
+        negative; PDD has no idempotency key, so a lost answer is never resent blind);
+        ref: https://open.pinduoduo.com/application/document/api?id=pdd.goods.quantity.update"""
         body = await self.call("pdd.goods.quantity.update", {
             "goods_id": goods_id,
             "sku_id": sku_id,
             "quantity": quantity,
-            "update_type": 1,  # full: set, not add; a retried call cannot double-apply
-        })
+            "update_type": 2 if incremental else 1,
+        }, attempts=1 if incremental else IN_CALL_ATTEMPTS)  # an increment is never resent blind
         return self.unwrap(body, "goods_quantity_update_response")
 
     # --- shipments (operations.md 1.1) -----------------------------------------------------------

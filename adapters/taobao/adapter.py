@@ -14,12 +14,13 @@ from urllib.parse import urlencode
 from pydantic import BaseModel, SecretStr
 
 from adapters.base import OrderSnapshot, Page, PushResult, RefundSnapshot, StockLevel, TimeWindow
+from adapters.errors import PayloadError
 from adapters.gateway import BackwardPaging, GatewayAdapter
 from adapters.stock import push_each, refused
 from adapters.taobao import mapping
 from adapters.taobao.client import PAGE_SIZE, PLATFORM, TopClient
 from adapters.base import Capability, PlatformCarrier, ShipmentResult, ShipmentUpload, ShippingState
-from adapters.errors import PayloadError, PermanentError, TransientError
+from adapters.errors import PermanentError, TransientError
 from adapters.shipping import judge
 from adapters.taobao import shipping
 from adapters.tokens import Authorization, Authorizing, RefreshRefused, TokenCredentials, TokenGrant, at_unix, in_seconds
@@ -85,11 +86,11 @@ def _beijing_bounds(window: TimeWindow) -> tuple[str, str]:
 
 class TaobaoAdapter(GatewayAdapter, Authorizing):
     platform: ClassVar[str] = PLATFORM
-    authorization = Authorization(mode="oauth", token_field="session", refresh_margin=timedelta(hours=1))
     # FEES: a finished trade carries its commission (taobao.bill.* is for self-developed merchants only).
     capabilities: ClassVar[frozenset[Capability]] = GatewayAdapter.capabilities | {
-        Capability.SHIPMENTS, Capability.CARRIER_LIST, Capability.FEES}
+        Capability.SHIPMENTS, Capability.CARRIER_LIST, Capability.FEES, Capability.STOCK_DELTA}
     local_timezone = BEIJING
+    authorization = Authorization(mode="oauth", token_field="session", refresh_margin=timedelta(hours=1))
     max_window: ClassVar[timedelta] = timedelta(days=1)  # the documented limit; 30 min recommended
     Credentials: ClassVar[type[BaseModel]] = TaobaoCredentials
     Client = TopClient
@@ -133,8 +134,12 @@ class TaobaoAdapter(GatewayAdapter, Authorizing):
         if not num_iid:
             return refused(level, "listing_ref needs num_iid")
         sku_id = level.listing_ref.get("sku_id") or None
-        quantity = max(0, int(level.quantity))  # a full update is an absolute, non-negative figure
-        answer = await self.client.item_quantity_update(str(num_iid), str(sku_id) if sku_id else None, quantity)
+        if level.delta is not None:  # type 2: an increment, which keeps the shop's own sales
+            answer = await self.client.item_quantity_update(str(num_iid), str(sku_id) if sku_id else None,
+                                                            int(level.delta), incremental=True)
+        else:
+            quantity = max(0, int(level.quantity))  # a full update is an absolute, non-negative figure
+            answer = await self.client.item_quantity_update(str(num_iid), str(sku_id) if sku_id else None, quantity)
         if isinstance(answer.get("item"), dict):
             return None
         return refused(level, "taobao.item.quantity.update answered without an item")

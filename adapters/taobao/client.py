@@ -11,6 +11,7 @@ from typing import Any, Literal, Mapping
 
 from adapters.errors import AdapterError, PermanentError
 from adapters.gateway import ErrorTable, GatewayClient, read_error
+from adapters.http import IN_CALL_ATTEMPTS
 from adapters.signing import hmac_hex, prepare_params, sorted_concat, wrapped_md5
 from adapters.units import to_beijing_str, utcnow
 
@@ -140,14 +141,16 @@ class TopClient(GatewayClient):
         body = await self.call("taobao.refund.get", {"fields": REFUND_FIELDS, "refund_id": refund_id})
         return self.unwrap(body, "refund_get_response")
 
-    async def item_quantity_update(self, num_iid: str, sku_id: str | None, quantity: int) -> dict[str, Any]:
-        """taobao.item.quantity.update; ref: https://open.taobao.com/api.htm?docId=10591&docType=2"""
+    async def item_quantity_update(self, num_iid: str, sku_id: str | None, quantity: int, *,
+                                   incremental: bool = False) -> dict[str, Any]:
+        """taobao.item.quantity.update, ``type`` 1 (full: set) or 2 (增量: add; no idempotency key);
+        ref: https://open.taobao.com/api.htm?docId=10591&docType=2"""
         body = await self.call("taobao.item.quantity.update", {
             "num_iid": num_iid,
             "sku_id": sku_id,  # omitted when None: the item-level stock of an item without SKUs
             "quantity": quantity,
-            "type": 1,  # full: set, not add (the parameter is ``type``, not ``update_type``)
-        })
+            "type": 2 if incremental else 1,  # the parameter is ``type``, not ``update_type``
+        }, attempts=1 if incremental else IN_CALL_ATTEMPTS)  # an increment is never resent blind
         return self.unwrap(body, "item_quantity_update_response")
 
     # --- shipments (operations.md 1.2) -----------------------------------------------------------

@@ -17,7 +17,7 @@ from app.errors import Problem
 from app.api.idempotency import run_idempotent
 from app.models import Listing, Sku, StockMovement
 from app.pagination import MAX_LIMIT, keyset_page
-from app.services.push import set_allocation
+from app.services.push import rebalance, set_allocation
 
 router = APIRouter(prefix="/v1", tags=["stock"])
 
@@ -142,6 +142,16 @@ async def put_allocation(sku: str, body: AllocationPolicy, db: DbDep, _: StockWr
     async with db.transaction() as session:
         row = await _sku_or_404(session, sku)
         await set_allocation(session, row, body.model_dump())
+        return (await stock_of(session, [row]))[0]
+
+
+@router.post("/stock/{sku}/allocation/rebalance")
+async def post_rebalance(sku: str, db: DbDep, _: StockWrite) -> StockPublic:
+    """Split the available stock afresh over the shops by the sku's share policy (quotas otherwise
+    change only on receipts, adjustments and returns to stock) and push every shop of it."""
+    async with db.transaction() as session:
+        row = await _sku_or_404(session, sku)
+        await rebalance(session, row)
         return (await stock_of(session, [row]))[0]
 
 

@@ -52,6 +52,40 @@ def allocate(available: int, listings: list[ShopDemand], policy: dict | None) ->
     return result
 
 
+def settle_quotas(available: int, quotas: dict[int, int | None], listings: list[ShopDemand],
+                  policy: dict) -> dict[int, int]:
+    """Quota per listing id under a share policy, after stock came in or went out other than by the
+    shops' own sales (which use up their quotas and the available stock alike, changing nothing here).
+
+    A listing without a quota (a new policy, a new listing) rebalances every quota from ``available``.
+    Otherwise only the unallocated difference ``available - sum(quotas)`` moves: more stock is split by
+    the policy's weights (caps counted on the quota), less is taken from the quotas pro rata to their
+    size. A quota gone negative (a shop sold more than its part) counts as 0 here, so its debt is never
+    handed out again."""
+    plain = [ShopDemand(d.listing_id, d.store_id) for d in listings]
+    if not listings:
+        return {}
+    if any(quotas.get(d.listing_id) is None for d in listings):
+        return allocate(available, plain, policy)
+    result = {d.listing_id: int(quotas[d.listing_id]) for d in listings}
+    unallocated = max(0, available) - sum(max(0, q) for q in result.values())
+    if unallocated > 0:
+        shares = {str(k): int(v) for k, v in (policy.get("shares") or {}).items()}
+        caps = {str(k): int(v) for k, v in (policy.get("caps") or {}).items()}
+        weights = {d.listing_id: shares.get(str(d.store_id), 0 if shares else 1) for d in listings}
+        limits = {d.listing_id: (max(0, caps[str(d.store_id)] - max(0, result[d.listing_id]))
+                                 if str(d.store_id) in caps else None) for d in listings}
+        for listing_id, give in _split_with_caps(unallocated, weights, limits).items():
+            result[listing_id] += give
+    elif unallocated < 0:
+        held = {k: q for k, q in result.items() if q > 0}
+        take = min(-unallocated, sum(held.values()))
+        if take > 0:
+            for listing_id, part in largest_remainder(take, held).items():
+                result[listing_id] -= min(part, held[listing_id])
+    return result
+
+
 def _split_with_caps(total: int, weights: dict[int, int], caps: dict[int, int | None]) -> dict[int, int]:
     parts = {k: 0 for k in weights}
     active = {k for k, w in weights.items() if w > 0}

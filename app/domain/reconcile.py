@@ -650,7 +650,9 @@ async def platform_count_changed(session: AsyncSession, store_id: int, external_
     await session.execute(
         update(Listing).where(Listing.store_id == store_id, Listing.external_sku_key == external_sku_key)
         .values(sold_since_push=Listing.sold_since_push + units - absorbed,
-                unheard_sales=Listing.unheard_sales - absorbed)
+                unheard_sales=Listing.unheard_sales - absorbed,
+                # The shop's own sales use up its quota (NULL stays NULL: the shared policy has none).
+                quota=Listing.quota - units)
     )
 
 

@@ -122,6 +122,14 @@ class Listing(SQLModel, table=True):
     # Sales learnt only from the platform's own count (their webhooks were lost): when their orders
     # arrive later they are absorbed here instead of being counted against the listing a second time.
     unheard_sales: int = Field(default=0, sa_type=BigInteger)
+    # Under a share policy: the units of the sku this shop may still sell (its quota). Its own sales use
+    # it up; only receipts, adjustments, returns to stock and a rebalance change it otherwise. None under
+    # the shared policy.
+    quota: int | None = Field(default=None, sa_type=BigInteger)
+    # A delta sent to the platform whose answer was not heard, and the idempotency key it went under:
+    # the retry sends the same delta under the same key (or, without keys, is not sent again blind).
+    pending_delta: int | None = Field(default=None, sa_type=BigInteger)
+    pending_delta_key: str | None = Field(default=None, max_length=64)
     push_error: str | None = Field(default=None, max_length=1000)
     platform_quantity: int | None = Field(default=None, sa_type=BigInteger)
     platform_checked_at: datetime | None = time_field()

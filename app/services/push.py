@@ -8,6 +8,7 @@ flight queues exactly one more.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from adapters.base import Capability, StockLevel
 from adapters.errors import AdapterError, AuthExpiredError, TransientError
 from app.domain import ledger
-from app.domain.allocation import ShopDemand, allocate
+from app.domain.allocation import ShopDemand, allocate, settle_quotas
 from app.metrics import STOCK_PUSHES
 from app.models import Listing, Sku, Store
 from app.models.base import utcnow
@@ -58,14 +59,37 @@ outbox.on_stock_changed(queue_pushes_for_skus)
 
 
 async def set_allocation(session: AsyncSession, sku: Sku, policy: dict) -> None:
-    """Set what each shop is offered of ``sku`` (``mode`` shares or shared) and push every shop of it."""
+    """Set what each shop is offered of ``sku`` (``mode`` shares or shared) and re-plan every shop of it
+    at once: the quotas are set afresh here, in the caller's transaction, so every shop's push sees
+    the new policy whole (never one shop's new part beside another's old one)."""
     if policy["mode"] == "shares" and not any(policy["shares"].values()):
         raise Invalid("shares: a shares policy needs at least one store with a positive weight")
     for store_id in sorted({*policy["shares"], *policy["caps"]}):
         if not store_id.isdigit() or await session.get(Store, int(store_id)) is None:
             raise Invalid(f"shares/caps: no store {store_id!r}")
     sku.allocation = policy if policy["mode"] != "shared" else None
+    await rebalance(session, sku)
+
+
+async def rebalance(session: AsyncSession, sku: Sku) -> None:
+    """Split the available stock of ``sku`` afresh over its shops by its policy (explicit request or a
+    policy change) and push every shop of it."""
+    listings = (await session.execute(select(Listing).where(Listing.sku_id == sku.id).order_by(Listing.id)
+                                      .execution_options(populate_existing=True))).scalars().all()
+    for listing in listings:
+        listing.quota = None  # settle_quotas then splits the available stock afresh
+    if sku.allocation:
+        await _settle(session, sku, listings)
     await queue_stock_push(session, sku.id)
+
+
+async def _settle(session: AsyncSession, sku: Sku, listings: list[Listing]) -> None:
+    """Bring the quotas of ``sku``'s listings up to date with its available stock (share policy only)."""
+    demands = [ShopDemand(l.id, l.store_id) for l in listings]
+    quotas = settle_quotas(sku.on_hand - sku.reserved, {l.id: l.quota for l in listings}, demands, sku.allocation)
+    for listing in listings:
+        if listing.quota != quotas.get(listing.id):
+            listing.quota = quotas.get(listing.id)
 
 
 async def queue_store_push(session: AsyncSession, store_id: int, *, force: bool = False,
@@ -85,6 +109,10 @@ class PlannedPush:
     expected: int | None  # what the platform should show now (compare-and-set), None for a blind set
     sold_snapshot: int  # sold_since_push when planned; a successful set accounts for exactly these
     previous: int | None  # pushed_quantity before this push
+    believed: int | None = None  # pushed_quantity - sold_since_push when planned (None: never pushed)
+    delta: int | None = None  # an increment (STOCK_DELTA platforms), sent under ``key``
+    key: str | None = None
+    guarded: bool = False  # share policy: a raise waits for sales that may be unheard
 
 
 def outstanding(listing: Listing) -> int:
@@ -94,17 +122,25 @@ def outstanding(listing: Listing) -> int:
     return max(0, listing.pushed_quantity - listing.sold_since_push)
 
 
+def _believed(listing: Listing) -> int | None:
+    return None if listing.pushed_quantity is None else listing.pushed_quantity - listing.sold_since_push
+
+
 async def desired_quantities(session: AsyncSession, sku_ids: set[int]) -> dict[int, int]:
     """Sellable quantity per listing id for every listing of ``sku_ids``, by each sku's policy.
 
-    Under a share policy a listing is also never offered more than the available stock less what
-    the *other* listings still have outstanding: raising one shop waits until the shops whose part
-    shrank were pushed down, so the shops together can never sell more than there is."""
+    Under a share policy a listing is offered its quota (less the store's safety stock): the shops'
+    own sales use quotas up, so sales that trail behind never move a figure. A raise is also capped by
+    the available stock less what the *other* listings still have outstanding, so a rebalance raises a
+    shop only once the shops whose part shrank were pushed down; a figure is never lowered below its
+    quota by that cap. The quotas are brought up to date here (the sku rows are locked first)."""
     if not sku_ids:
         return {}
+    await ledger.lock_skus(session, sku_ids)
     skus = (await session.execute(select(Sku).where(Sku.id.in_(sku_ids)))).scalars().all()
     rows = (await session.execute(
         select(Listing, Store).join(Store, Store.id == Listing.store_id).where(Listing.sku_id.in_(sku_ids))
+        .order_by(Listing.id).execution_options(populate_existing=True)
     )).all()
     by_sku: dict[int, list[ShopDemand]] = {}
     listings_of: dict[int, list[Listing]] = {}
@@ -115,25 +151,40 @@ async def desired_quantities(session: AsyncSession, sku_ids: set[int]) -> dict[i
     result: dict[int, int] = {}
     for sku in skus:
         available = sku.on_hand - sku.reserved
-        offers = allocate(available, by_sku.get(sku.id, []), sku.allocation)
-        if (sku.allocation or {}).get("mode", "shared") != "shared":
-            committed = {l.id: outstanding(l) for l in listings_of.get(sku.id, [])}
-            total = sum(committed.values())
-            for listing_id, offer in offers.items():
-                headroom = max(0, available - (total - committed[listing_id]))
-                offers[listing_id] = min(offer, headroom)
-        result.update(offers)
+        listings = listings_of.get(sku.id, [])
+        if (sku.allocation or {}).get("mode", "shared") == "shared":
+            for listing in listings:
+                if listing.quota is not None:
+                    listing.quota = None
+            result.update(allocate(available, by_sku.get(sku.id, []), None))
+            continue
+        await _settle(session, sku, listings)
+        safety = {d.listing_id: d.safety_stock for d in by_sku.get(sku.id, [])}
+        committed = {l.id: outstanding(l) for l in listings}
+        total = sum(committed.values())
+        for listing in listings:
+            # Sales learnt only from the platform's count have not used up the quota yet: they will
+            # when their orders arrive; until then they are held back from the offer.
+            offer = max(0, (listing.quota or 0) - listing.unheard_sales - safety[listing.id])
+            believed = _believed(listing)
+            if believed is not None and offer > believed:
+                headroom = max(0, available - (total - committed[listing.id]))
+                offer = max(believed, min(offer, headroom))
+            result[listing.id] = offer
     return result
 
 
-async def plan_store_push(session: AsyncSession, store_id: int, *, force: bool, cas: bool = False) -> list[PlannedPush]:
+async def plan_store_push(session: AsyncSession, store_id: int, *, force: bool, cas: bool = False,
+                          delta: bool = False, idempotent: bool = False) -> list[PlannedPush]:
     """Listings whose shop should be told a new figure.
 
-    Under a share policy, on a platform with compare-and-set, the shop's own count (pushed less sold
-    since) is trusted and the push names it as the expected figure. Otherwise (the shared policy, or
-    no compare-and-set) every change re-asserts the absolute figure blindly: a platform that answered
-    200 may not have applied it, and a shop selling fast would starve a compare-and-set push that
-    the shared policy cannot make safe anyway."""
+    With compare-and-set under a share policy the shop's own count (pushed less sold since) is named
+    as the expected figure. Where the platform takes increments (``delta``) a change goes out as the
+    difference between the wanted figure and the shop's count as we believe it, which keeps the sales
+    the shop made that we have not heard of; the delta and its idempotency key are written here,
+    before anything is sent, so a retry sends the same delta under the same key. A delta whose answer
+    was lost is sent again only under its key (``idempotent``); elsewhere it is left flagged. The rest
+    are absolute figures (``push_store`` reads the shop's count just before setting one)."""
     rows = (await session.execute(
         select(Listing, Sku.allocation).join(Sku, Sku.id == Listing.sku_id)
         .where(Listing.store_id == store_id, Listing.sku_id.is_not(None))
@@ -142,12 +193,59 @@ async def plan_store_push(session: AsyncSession, store_id: int, *, force: bool, 
     plan = []
     for listing, policy in rows:
         quantity = wanted.get(listing.id, 0)
-        guarded = cas and (policy or {}).get("mode", "shared") != "shared"
-        believed = outstanding(listing) if listing.pushed_quantity is not None else None
-        if force or (believed if guarded else listing.pushed_quantity) != quantity or listing.push_error:
+        shares = (policy or {}).get("mode", "shared") != "shared"
+        believed = _believed(listing)
+        if listing.pending_delta is not None and force and not idempotent:
+            listing.pending_delta = listing.pending_delta_key = None  # an operator's absolute set settles it
+        if listing.pending_delta is not None:
+            if idempotent:
+                plan.append(PlannedPush(listing.id, listing.external_sku_key, (believed or 0) + listing.pending_delta,
+                                        dict(listing.listing_ref or {}), None, listing.sold_since_push,
+                                        listing.pushed_quantity, believed, listing.pending_delta,
+                                        listing.pending_delta_key, shares))
+            continue  # no key: never resent blind (the platform's count must be read first)
+        if delta and believed is not None and not force:
+            if quantity != believed or listing.push_error:
+                if quantity == believed:
+                    continue
+                listing.pending_delta = quantity - believed
+                listing.pending_delta_key = uuid.uuid4().hex
+                plan.append(PlannedPush(listing.id, listing.external_sku_key, quantity, dict(listing.listing_ref or {}),
+                                        None, listing.sold_since_push, listing.pushed_quantity, believed,
+                                        listing.pending_delta, listing.pending_delta_key, shares))
+            continue
+        guarded = cas and shares
+        # Without compare-and-set the figure is set from the shop's count read just before, so only a
+        # change of what we want from the shop (not sales it made) calls for a push.
+        if force or (believed if guarded or not cas else listing.pushed_quantity) != quantity or listing.push_error:
             plan.append(PlannedPush(listing.id, listing.external_sku_key, quantity, dict(listing.listing_ref or {}),
-                                    believed if guarded else None, listing.sold_since_push, listing.pushed_quantity))
+                                    believed if guarded else None, listing.sold_since_push, listing.pushed_quantity,
+                                    believed, None, None, shares))
     return plan
+
+
+async def _read_then_set(adapter, plan: list[PlannedPush]) -> tuple[list[PlannedPush], dict[str, int], list[PlannedPush]]:
+    """Blind-set platforms (WooCommerce): read the shops' counts just before the set, and set each to
+    its count moved by the change we want, so the sales the shop made that we have not heard of stay
+    taken. A raise waits while such sales exist (the count is below what we believe): they are
+    reported but not yet applied. Returns (to send, counts read, deferred)."""
+    counts = await adapter.fetch_stock([StockLevel(p.external_sku_key, p.quantity, p.listing_ref) for p in plan])
+    send, deferred = [], []
+    for p in plan:
+        count = counts.get(p.external_sku_key)
+        if count is None or p.believed is None:
+            send.append(p)
+            continue
+        change = p.quantity - p.believed
+        if change > 0 and count < p.believed:
+            deferred.append(p)  # never raised while its reported sales may still be unheard
+            continue
+        send.append(PlannedPush(p.listing_id, p.external_sku_key, max(0, count + change), p.listing_ref, None,
+                                p.sold_snapshot, p.previous, p.believed, None, None, p.guarded))
+    return send, counts, deferred
+
+
+UNHEARD_RETRY_S = 0.2  # seconds before a raise that waits for unheard sales is planned again
 
 
 async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[list[dict], Outcome]:
@@ -160,14 +258,21 @@ async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[li
         if Capability.STOCK_PUSH not in capabilities:
             return [], Done("platform cannot take stock pushes")
         cas = Capability.STOCK_COMPARE_AND_SET in capabilities
-        plan = await plan_store_push(session, store_id, force=force, cas=cas)
+        delta = Capability.STOCK_DELTA in capabilities and not cas
+        idempotent = Capability.STOCK_DELTA_IDEMPOTENT in capabilities
+        read_first = not cas and not delta and Capability.STOCK_READ in capabilities
+        plan = await plan_store_push(session, store_id, force=force, cas=cas, delta=delta, idempotent=idempotent)
     if not plan:
         return [], Done("nothing to push")
-    levels = [StockLevel(p.external_sku_key, p.quantity, p.listing_ref, p.expected) for p in plan]
     outcome: Outcome = Done()
+    counts: dict[str, int] = {}
+    deferred: list[PlannedPush] = []
     try:
         adapter = await connect(ctx.db, store, ctx.services.get("http"))
-        results = await adapter.push_stock(levels)
+        if read_first and any(p.believed is not None for p in plan):
+            plan, counts, deferred = await _read_then_set(adapter, plan)
+        levels = [StockLevel(p.external_sku_key, p.quantity, p.listing_ref, p.expected, p.delta, p.key) for p in plan]
+        results = await adapter.push_stock(levels) if levels else []
     except AdapterError as exc:
         results = []
         error = str(exc)
@@ -198,13 +303,28 @@ async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[li
                 continue  # deleted since the push was planned
             result = by_key.get(p.external_sku_key)
             if result is not None and result.ok:
-                if p.expected is not None and p.quantity < p.expected:
+                if p.guarded and p.believed is not None and p.quantity < p.believed:
                     lowered_skus.add(listing.sku_id)
-                listing.pushed_quantity = p.quantity
-                # Sales heard of after planning happened after the set (a compare-and-set would have
-                # failed otherwise), so they still count against the new figure. After a blind set
-                # the count is only a hint; the absolute figure is re-asserted on every change.
-                listing.sold_since_push = listing.sold_since_push - p.sold_snapshot
+                if p.delta is not None:
+                    # An increment kept every sale the shop made: only our own figure moves.
+                    listing.pushed_quantity = (listing.pushed_quantity or 0) + p.delta
+                    listing.pending_delta = None
+                    listing.pending_delta_key = None
+                elif p.external_sku_key in counts and p.believed is not None:
+                    # Set from the count read just before: the sales behind (believed - count) are in
+                    # it. Those heard since planning are accounted for by the count; the rest will be
+                    # absorbed when their orders arrive.
+                    unheard = max(0, p.believed - counts[p.external_sku_key])
+                    heard = listing.sold_since_push - p.sold_snapshot
+                    listing.pushed_quantity = p.quantity
+                    listing.sold_since_push = max(0, heard - unheard)
+                    listing.unheard_sales += max(0, unheard - heard)
+                else:
+                    listing.pushed_quantity = p.quantity
+                    # Sales heard of after planning happened after the set (a compare-and-set would have
+                    # failed otherwise), so they still count against the new figure.
+                    listing.sold_since_push = listing.sold_since_push - p.sold_snapshot
+                listing.platform_quantity = counts.get(p.external_sku_key, listing.platform_quantity)
                 listing.pushed_at = now
                 listing.push_error = None
                 STOCK_PUSHES.labels(store.platform, "ok").inc()
@@ -223,9 +343,16 @@ async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[li
                                 extra={"listing": listing.external_sku_key, "platform": result.current_quantity})
             else:
                 error = result.error if result else "no result from the adapter"
+                transient = result is not None and result.error_kind in ("transient", "throttled")
+                if p.delta is not None and (not transient or result.error_kind == "throttled"):
+                    listing.pending_delta = None  # refused: it did not apply
+                    listing.pending_delta_key = None
+                elif p.delta is not None and not (Capability.STOCK_DELTA_IDEMPOTENT in capabilities):
+                    error = f"the answer to a delta of {p.delta:+d} was lost; the platform's count must be read " \
+                            f"before this listing is pushed again: {error}"
                 listing.push_error = (error or "failed")[:1000]
                 STOCK_PUSHES.labels(store.platform, "error").inc()
-                if result is not None and result.error_kind in ("transient", "throttled"):
+                if transient:
                     retry_after = max(retry_after or 0, result.retry_after_s or 5.0)
                 if result is not None and result.error_kind in AUTH_KINDS:
                     auth_failed = result.error or "token expired"
@@ -246,6 +373,9 @@ async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[li
         return report, Retry(CONFLICT_RETRY_S, "compare-and-set conflict", counts=False)
     if retry_after is not None:
         outcome = Retry(retry_after, "some listings were throttled or unavailable")
+    elif deferred:
+        outcome = Retry(UNHEARD_RETRY_S, "a raise waits for sales the shop reported but we have not applied",
+                        counts=False)
     return report, outcome
 
 

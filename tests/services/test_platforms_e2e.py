@@ -65,8 +65,11 @@ class PddGateway:
         if kind == "pdd.refund.information.get":
             return httpx.Response(200, json={"refund_information_get_response": self.refund_info})
         if kind == "pdd.goods.quantity.update":
-            self.stock_updates.append((params["goods_id"], params["sku_id"], int(params["quantity"])))
-            assert params["update_type"] == "1"  # a full update: a retry cannot double-apply
+            # update_type 1 sets the figure, 2 adds to it (issue 17: changes after the first go out as deltas).
+            before = {sku: qty for _, sku, qty in self.stock_updates}.get(params["sku_id"], 0)
+            quantity = int(params["quantity"]) + (before if params["update_type"] == "2" else 0)
+            assert params["update_type"] in ("1", "2")
+            self.stock_updates.append((params["goods_id"], params["sku_id"], quantity))
             return httpx.Response(200, json={"goods_quantity_update_response": {"is_success": True}})
         return httpx.Response(200, json=_pdd_error(10001, f"no fake for {kind}"))
 
@@ -115,9 +118,11 @@ async def test_operator_adds_a_pinduoduo_store_binds_skus_and_sees_orders_refund
     assert await stock_of(client, "QINBA-HONEY") == (20, 0)
     # Each binding and each change queued a push; the last figure each listing received is its available stock.
     pushed = {sku_id: qty for _, sku_id, qty in gateway.stock_updates}
-    assert pushed == {"1200000000001": 48, "1200000000002": 20}
+    # The 2 units the shop sold itself were taken off its count by PDD: nothing is pushed for them
+    # (a delta would keep them anyway), so the shop shows 50 - 2 = 48, the available stock.
+    assert pushed == {"1200000000001": 50, "1200000000002": 20}
     r = await client.get("/v1/stock/QINBA-MAOJIAN", headers=ADMIN)
-    assert r.json()["listings"][0]["pushed_quantity"] == 48
+    assert r.json()["listings"][0]["pushed_quantity"] == 50  # less the 2 sold since: 48 on the shop
 
 
 async def test_an_expired_pinduoduo_token_shows_on_the_store(client, runner):

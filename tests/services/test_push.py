@@ -79,8 +79,9 @@ async def test_a_push_refused_by_compare_and_set_waits_for_the_sale_then_goes_th
     shops[1].market.sell("tea-250", 3)  # its webhook is late
     await receive(client, "GYNO-TEA-250G", 10)  # a change that pushes every shop
     await runner.run_until_idle()
-    # The shop that sold refused the overwrite that would have erased its sale; the others moved on.
-    assert [s.market.stock("tea-250") for s in shops] == [170, 164, 170]
+    # The receipt went to the quotas by weight (4, 3, 3); the shop that sold refused the overwrite that
+    # would have erased its sale; the others moved on.
+    assert [s.market.stock("tea-250") for s in shops] == [171, 164, 169]
     async with db.read() as session:
         job = (await session.execute(select(Job).where(Job.name == "stock.push", Job.status == "queued"))).scalar_one()
     assert "compare-and-set" in job.last_error
@@ -89,7 +90,8 @@ async def test_a_push_refused_by_compare_and_set_waits_for_the_sale_then_goes_th
 
     await make_jobs_due(db)
     await runner.run_until_idle()
-    assert [s.market.stock("tea-250") for s in shops] == [169, 169, 169]
+    # Its sale used up its own quota (170 - 3): the other shops' figures do not move for it.
+    assert [s.market.stock("tea-250") for s in shops] == [171, 167, 169]
     assert await stock_of(client) == (510, 3)
 
 
@@ -148,9 +150,15 @@ async def test_a_share_policy_splits_and_rebalances_as_a_shop_sells_out(shops, c
     await shops[0].deliver()
     for _ in range(4):
         await runner.run_until_idle()
+    # A share is a quota: the shop's own sales used up its part, and nothing moved for them.
+    assert [s.market.stock("tea-250") for s in shops] == [0, 100, 50]
+    r = await client.post("/v1/stock/GYNO-TEA-250G/allocation/rebalance", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    for _ in range(4):
+        await runner.run_until_idle()
     stock = [s.market.stock("tea-250") for s in shops]
     assert sum(stock) <= 150  # never more on offer than there is
-    assert stock == [105, 30, 15]
+    assert stock == [105, 30, 15]  # an explicit rebalance splits what is left afresh
 
 
 async def test_allocation_policy_is_validated(shops, client):
@@ -210,7 +218,7 @@ async def test_a_sale_learnt_from_the_platforms_count_is_not_counted_again_when_
     assert listing.unheard_sales == 3
     await shops[1].deliver(lost)  # polling finds the order at last
     await runner.run_until_idle()
-    assert [s.market.stock("tea-250") for s in shops] == [169, 169, 169]  # no conflict: counted once
+    assert [s.market.stock("tea-250") for s in shops] == [171, 167, 169]  # no conflict: counted once
     async with db.read() as session:
         listing = (await session.execute(select(Listing).where(Listing.store_id == b))).scalar_one()
     assert listing.unheard_sales == 0

@@ -39,7 +39,7 @@ def test_registry_loads_it_with_its_capabilities():
     assert cls is DouyinAdapter
     assert cls.capabilities == {Capability.ORDERS_PULL, Capability.REFUNDS_PULL, Capability.STOCK_PUSH,
                                 Capability.WEBHOOKS, Capability.SHIPMENTS, Capability.CARRIER_LIST, Capability.FEES,
-                                Capability.BILLS}
+                                Capability.BILLS, Capability.STOCK_DELTA, Capability.STOCK_DELTA_IDEMPOTENT}
     assert cls.max_window == timedelta(hours=1)
 
 

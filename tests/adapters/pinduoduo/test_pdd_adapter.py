@@ -39,7 +39,8 @@ def test_declares_pull_and_push_but_no_webhooks():
     assert PinduoduoAdapter.platform == "pinduoduo"
     assert PinduoduoAdapter.capabilities == {Capability.ORDERS_PULL, Capability.REFUNDS_PULL, Capability.STOCK_PUSH,
                                              Capability.SHIPMENTS, Capability.CARRIER_LIST,
-                                             Capability.REPLACEMENT_SHIPMENTS, Capability.FEES, Capability.BILLS}
+                                             Capability.REPLACEMENT_SHIPMENTS, Capability.FEES, Capability.BILLS,
+                                             Capability.STOCK_DELTA}
     assert PinduoduoAdapter.max_window == timedelta(minutes=30)
 
 

@@ -26,9 +26,10 @@ def test_registry_loads_it_with_its_capabilities():
     cls = _check("sandbox", _import(BUILTINS["sandbox"]), "test")
     assert cls is SandboxAdapter
     # Everything but what needs a platform's own lists or after-sales (a company list, replacement parcels).
-    # No fees: its orders settle on the store's estimate (0 unless set) at once.
+    # No fees: its orders settle on the store's estimate (0 unless set) at once. No deltas: it has compare-and-set.
     assert cls.capabilities == set(Capability) - {Capability.CARRIER_LIST, Capability.REPLACEMENT_SHIPMENTS,
-                                                  Capability.FEES, Capability.BILLS}
+                                                  Capability.FEES, Capability.BILLS, Capability.STOCK_DELTA,
+                                                  Capability.STOCK_DELTA_IDEMPOTENT}
 
 
 # --- webhooks ----------------------------------------------------------------------------------------

@@ -35,7 +35,8 @@ def trades(total: int):
 def test_declares_pull_and_push_but_no_webhooks():
     assert TaobaoAdapter.platform == "taobao"
     assert TaobaoAdapter.capabilities == {Capability.ORDERS_PULL, Capability.REFUNDS_PULL, Capability.STOCK_PUSH,
-                                          Capability.SHIPMENTS, Capability.CARRIER_LIST, Capability.FEES}
+                                          Capability.SHIPMENTS, Capability.CARRIER_LIST, Capability.FEES,
+                                          Capability.STOCK_DELTA}
     assert TaobaoAdapter.max_window == timedelta(days=1)
 
 
