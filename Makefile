@@ -60,6 +60,7 @@ bench: migrate
 	$(BIN)/python bench/webhooks.py
 	$(BIN)/python bench/resync.py
 	$(BIN)/python bench/flash_sale.py
+	$(BIN)/python bench/flash_sale_fakes.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
