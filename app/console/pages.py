@@ -25,6 +25,7 @@ from app.services.aftersales import InspectedLine, inspect_refund
 from app.services.apply import replay
 from app.services.dividends import requeue_delivery
 from app.services.errors import ServiceError
+from app.services.push import set_allocation
 from app.services.platforms import registry
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -35,6 +36,8 @@ OperatorAction = Annotated[Ctx, Depends(action("operator"))]
 ANY_ACTION = Annotated[Ctx, Depends(action("stock:read"))]  # signing out needs a session, nothing more
 RESOURCES = ("orders", "refunds", "inventory", "bills")
 ENDED = ("succeeded", "failed", "cancelled")
+MAX_SHARE_WEIGHT = 1_000_000  # the API's bounds (app/api/schemas.py AllocationPolicy)
+MAX_CAP = 10_000_000
 
 
 # -- signing in and out, the language ---------------------------------------------------------------
@@ -229,7 +232,45 @@ async def stock_ledger(request: Request, sku: str, ctx: Annotated[Ctx, Depends(p
         movements = (await session.execute(select(StockMovement).where(StockMovement.sku_id == row.id)
                                            .order_by(StockMovement.id.desc()).limit(queries.LIST_LIMIT))).scalars()
         told = await queries.listings_by_sku(session, [row.id])
-    return render(request, "ledger.html", ctx=ctx, sku=row, movements=list(movements), told=told.get(row.id, []))
+    policy = row.allocation or {"mode": "shared", "shares": {}, "caps": {}}
+    return render(request, "ledger.html", ctx=ctx, sku=row, movements=list(movements), told=told.get(row.id, []),
+                  policy=policy, can_allocate=ctx.session.principal.has("stock:write"))
+
+
+def _bounded(value: str, upper: int) -> int | None:
+    """A form's whole number in 0..upper, or None when left empty; anything else is refused."""
+    value = value.strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) > upper:
+        raise ServiceError(f"{value!r}: a whole number from 0 to {upper}")
+    return int(value)
+
+
+@router.post("/stock/{sku}/allocation")
+async def stock_allocation(sku: str, ctx: Annotated[Ctx, Depends(action("stock:write"))]):
+    """The allocation rules editor: the same policy, checks and re-plan as ``PUT /v1/stock/{sku}/allocation``."""
+    mode = ctx.form.get("mode", "shared")
+    shares: dict[str, int] = {}
+    caps: dict[str, int] = {}
+    try:
+        if mode not in ("shared", "shares"):
+            raise ServiceError(f"mode {mode!r}: shared or shares")
+        for key in ctx.form:
+            kind, _, store_id = key.partition(":")
+            if kind in ("share", "cap") and store_id.isdigit():
+                value = _bounded(ctx.form.get(key, ""), MAX_SHARE_WEIGHT if kind == "share" else MAX_CAP)
+                if value is not None:
+                    (shares if kind == "share" else caps)[store_id] = value
+        async with ctx.db.transaction() as session:
+            row = (await session.execute(select(Sku).where(Sku.sku == sku).with_for_update())).scalar_one_or_none()
+            if row is None:
+                raise ServiceError(f"no sku {sku}")
+            await set_allocation(session, row, {"mode": mode, "shares": shares if mode == "shares" else {},
+                                                "caps": caps if mode == "shares" else {}})
+    except ServiceError as exc:
+        return back(f"/console/stock/{sku}", error=exc.detail)
+    return back(f"/console/stock/{sku}", notice="allocation_ok")
 
 
 # -- orders, refunds, shipments ----------------------------------------------------------------------

@@ -200,3 +200,41 @@ def test_every_catalogue_key_a_template_uses_exists_in_both_languages(lang):
         used |= set(re.findall(r"\bt\('([a-z_]+)'\s*[,)]", template.read_text(encoding="utf-8")))
     missing = sorted(k for k in used if k not in MESSAGES or not MESSAGES[k][lang])
     assert missing == []
+
+
+async def test_the_allocation_editor_sets_shares_and_re_plans_every_shop(client, db):
+    from app.models import Listing, Sku
+
+    s = await seed(db)
+    csrf = await sign_in(client)
+    page = await client.get("/console/stock/TEA")
+    assert 'id="allocation"' in page.text and f'name="share:{s.store_id}"' in page.text
+    r = await client.post("/console/stock/TEA/allocation", data={"csrf": csrf, "mode": "shares",
+                                                                   f"share:{s.store_id}": "70", f"cap:{s.store_id}": ""})
+    assert r.status_code == 303 and "error" not in r.headers["location"], r.headers["location"]
+    async with db.read() as session:
+        sku = (await session.execute(select(Sku).where(Sku.sku == "TEA"))).scalar_one()
+        listing = (await session.execute(select(Listing).where(Listing.sku_id == sku.id))).scalars().first()
+    assert sku.allocation == {"mode": "shares", "shares": {str(s.store_id): 70}, "caps": {}}
+    assert listing.quota is not None  # re-planned at once
+    # Past the API's bound: refused, nothing changed.
+    r = await client.post("/console/stock/TEA/allocation", data={"csrf": csrf, "mode": "shares",
+                                                                   f"share:{s.store_id}": "99999999"})
+    assert "error" in r.headers["location"]
+    async with db.read() as session:
+        assert (await session.execute(select(Sku.allocation).where(Sku.sku == "TEA"))).scalar_one()["shares"] == {
+            str(s.store_id): 70}
+
+
+async def test_a_stock_read_session_sees_the_editor_but_cannot_post_it(client, db):
+    s = await seed(db)
+    csrf = await sign_in(client, await token(db, "stock:read"))
+    page = await client.get("/console/stock/TEA")
+    assert page.status_code == 200 and "allocation_save" not in page.text
+    r = await client.post("/console/stock/TEA/allocation", data={"csrf": csrf, "mode": "shares",
+                                                                   f"share:{s.store_id}": "1"})
+    assert r.status_code == 403
+    async with db.read() as session:
+        from app.models import Sku
+
+        assert (await session.execute(select(Sku.allocation).where(Sku.sku == "TEA"))).scalar_one() is None
