@@ -228,7 +228,10 @@ async def _read_then_set(adapter, plan: list[PlannedPush]) -> tuple[list[Planned
     """Blind-set platforms (WooCommerce): read the shops' counts just before the set, and set each to
     its count moved by the change we want, so the sales the shop made that we have not heard of stay
     taken. A raise waits while such sales exist (the count is below what we believe): they are
-    reported but not yet applied. Returns (to send, counts read, deferred)."""
+    reported but not yet applied. The figure set is never above what we want (so never above the
+    available stock): a count above our belief means sales we heard of were overwritten by an
+    earlier set and sold again, and the belief goes negative through that oversell (a shop shows at
+    least 0, so it is taken as 0). Returns (to send, counts read, deferred)."""
     counts = await adapter.fetch_stock([StockLevel(p.external_sku_key, p.quantity, p.listing_ref) for p in plan])
     send, deferred = [], []
     for p in plan:
@@ -236,12 +239,13 @@ async def _read_then_set(adapter, plan: list[PlannedPush]) -> tuple[list[Planned
         if count is None or p.believed is None:
             send.append(p)
             continue
-        change = p.quantity - p.believed
-        if change > 0 and count < p.believed:
+        believed = max(0, p.believed)
+        change = p.quantity - believed
+        if change > 0 and count < believed:
             deferred.append(p)  # never raised while its reported sales may still be unheard
             continue
-        send.append(PlannedPush(p.listing_id, p.external_sku_key, max(0, count + change), p.listing_ref, None,
-                                p.sold_snapshot, p.previous, p.believed, None, None, p.guarded))
+        send.append(PlannedPush(p.listing_id, p.external_sku_key, max(0, min(p.quantity, count + change)),
+                                p.listing_ref, None, p.sold_snapshot, p.previous, p.believed, None, None, p.guarded))
     return send, counts, deferred
 
 

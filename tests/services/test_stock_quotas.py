@@ -253,3 +253,82 @@ async def test_a_delta_whose_answer_was_lost_applies_once(client, db, runner, se
         await push_store(ctx, store_id, force=False)
         [listing] = await _listings(db)
         assert shop.count == 36 and listing.pushed_quantity - listing.sold_since_push == 36
+
+
+class RacingBlindSetShop(BlindSetShop):
+    """A blind-set shop whose buyers check out ``race_next`` units between the service's GET and its PUT,
+    so the PUT overwrites them (the read-then-PUT race); their orders still arrive later."""
+
+    def __init__(self, shop: FakeShop) -> None:
+        super().__init__(shop)
+        self.race_next = 0
+        self.raises: list[tuple[int, int]] = []  # (count before, figure set) of every PUT that raised it
+
+    async def fetch_stock(self, levels):
+        counts = await super().fetch_stock(levels)
+        while self.race_next > 0 and self.shop.sell(1):
+            self.race_next -= 1
+        return counts
+
+    async def push_stock(self, levels):
+        for level in levels:
+            if level.quantity > self.shop.count:
+                self.raises.append((self.shop.count, level.quantity))
+        return await super().push_stock(levels)
+
+
+async def test_a_blind_set_shop_oversold_through_a_race_is_never_raised_above_what_is_available(
+        client, db, runner, settings, monkeypatch):
+    """The flash-sale bench's finding under the default shared policy: a PUT that overwrote sales made
+    between its GET and itself lets the shop sell more than we last set, so the orders heard since
+    (sold_since_push) outnumber the figure set (pushed_quantity) and the believed count goes negative.
+    Setting ``count + (wanted - believed)`` then RAISED the sold-out shop by the oversold units while
+    the service had none left."""
+    ids = await _stores(client, 2)
+    shops = {i: FakeShop(i) for i in ids}
+    adapters = {i: RacingBlindSetShop(shops[i]) for i in ids}
+    push_store = _wire(monkeypatch, adapters)
+    ctx = _ctx(runner, settings)
+    a, b = ids
+    await receive(client, SKU, 10, "m-01")
+    for i in ids:
+        await push_store(ctx, i, force=False)
+    assert [shops[i].count for i in ids] == [10, 10]  # shared: each shop the whole stock
+    for i in ids:
+        adapters[i].raises.clear()  # from here on stock only goes out
+
+    n = 0
+
+    async def apply_all(shop: FakeShop) -> None:
+        nonlocal n
+        while shop.unapplied:
+            n += 1
+            await _apply_sale(db, shop, f"race-sale-{n}")
+
+    assert shops[b].sell(2)  # unheard when B is next pushed
+    for _ in range(5):
+        assert shops[a].sell(1)
+    await apply_all(shops[a])  # available 5: B is to be lowered from 10 to 5
+    adapters[b].race_next = 3  # three buyers check out between the GET (8) and the PUT (8 - 5 = 3)
+    await push_store(ctx, b, force=False)
+    assert shops[b].count == 3 and shops[b].sold == 5  # the PUT put the 3 raced units back on sale
+    for _ in range(3):
+        assert shops[b].sell(1)  # sold again: 8 units sold at B against a figure of 10
+    assert shops[b].count == 0
+    await apply_all(shops[b])
+    [_, listing_b] = await _listings(db)
+    assert listing_b.pushed_quantity - listing_b.sold_since_push < 0  # believed negative through oversell
+
+    for i in ids:  # the pushes the last orders queued
+        await push_store(ctx, i, force=False)
+    async with db.read() as session:
+        sku = (await session.execute(select(Sku).where(Sku.sku == SKU))).scalar_one()
+        available = max(0, sku.on_hand - sku.reserved)
+    assert available == 0
+    # No shop is offered more than is available, and the sold-out shop was not raised.
+    assert [shops[i].count for i in ids] == [0, 0]
+    assert [adapters[i].raises for i in ids] == [[], []]
+    assert sum(s.raised_while_unheard for s in shops.values()) == 0
+    for i in ids:  # and it stays so
+        await push_store(ctx, i, force=False)
+    assert [shops[i].count for i in ids] == [0, 0] and [adapters[i].raises for i in ids] == [[], []]
