@@ -22,9 +22,14 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "console"
     log_level: str = "INFO"
     workers: bool = True  # run the job workers inside the API process
-    worker_concurrency: int = 2  # job handlers running at once per process (PostgreSQL; SQLite uses 1)
+    # job loops per process (SQLite: for the jobs that call platforms), plus one local loop for the
+    # database-only jobs (inbox.apply, ...), which a stuck platform call cannot hold up
+    worker_concurrency: int = 2
     worker_poll_s: float = 0.2  # seconds between polls of an empty job table
     job_lease_s: float = 60.0  # seconds a claimed job is ours before another worker may take it
+    # Seconds a job may run before it is cut off and retried with back-off; never more than 90% of the
+    # lease (a job that extends its lease extends this too), so no job outlives its lease.
+    job_timeout_s: float = 50.0
     max_body_bytes: int = 1024 * 1024  # 1 MiB, for webhooks and API requests alike
     db_pool_size: int = 8
 

@@ -17,6 +17,14 @@ INBOX_APPLIED = Counter("coopsync_inbox_applied_total", "Inbox rows applied by o
 JOBS = Counter("coopsync_jobs_total", "Jobs finished by name and outcome", ["name", "outcome"])
 OVERSOLD_LINES = Counter("coopsync_oversold_lines_total", "Order lines paid beyond available stock")
 STOCK_PUSHES = Counter("coopsync_stock_pushes_total", "Stock pushes per listing by outcome", ["platform", "outcome"])
+JOBS_OLDEST_DUE_AGE = Gauge(
+    "coopsync_jobs_oldest_due_age_seconds",
+    "Seconds the oldest due queued job has waited since it fell due (0: none due); a stalled runner grows it")
+JOBS_OLDEST_DUE_AGE_BY_NAME = Gauge(
+    "coopsync_jobs_oldest_due_age_seconds_by_name", "The same per job name (only names with a due job)", ["name"])
+JOBS_DUE = Gauge("coopsync_jobs_due", "Queued jobs that are due, per job name", ["name"])
+JOBS_LEASE_EXPIRED = Gauge(
+    "coopsync_jobs_lease_expired", "Running jobs whose lease ran out (a worker died or stalled; reaped soon)")
 DIVIDEND_PENDING = Gauge("coopsync_dividend_deliveries_pending", "Dividend deliveries not yet delivered")
 DIVIDEND_OLDEST_AGE = Gauge(
     "coopsync_dividend_oldest_pending_age_seconds", "Age of the oldest undelivered dividend statement"

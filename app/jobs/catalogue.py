@@ -32,6 +32,9 @@ class JobSpec:
     batch: BatchHandler | None = None  # claims a run of due jobs of this kind and applies them together
     schedule: Schedule | None = None
     keep_finished: bool = False  # retention leaves finished rows of this kind alone
+    # Works on the database alone (at most a bounded platform call, e.g. a notice's fetch): runs in the
+    # runner's local lane too, which a job stuck on an unreachable platform can never hold up.
+    local: bool = False
 
     async def __call__(self, ctx: JobContext) -> Outcome:
         return await self.handler(ctx)
@@ -57,14 +60,14 @@ CATALOGUE: dict[str, JobSpec] = {}
 
 def job(name: str, *, priority: int = 100, max_attempts: int = 20, dedupe: KeyBuilder | None = None,
         lock: KeyBuilder | None = None, batch: BatchHandler | None = None, schedule: Schedule | None = None,
-        keep_finished: bool = False) -> Callable[[Handler], JobSpec]:
+        keep_finished: bool = False, local: bool = False) -> Callable[[Handler], JobSpec]:
     """Declare a kind of job; the decorated handler becomes its ``JobSpec`` (still callable)."""
 
     def register(handler: Handler) -> JobSpec:
         if name in CATALOGUE:
             raise ValueError(f"job {name!r} is declared twice")
         spec = JobSpec(name=name, handler=handler, priority=priority, max_attempts=max_attempts, dedupe=dedupe,
-                       lock=lock, batch=batch, schedule=schedule, keep_finished=keep_finished)
+                       lock=lock, batch=batch, schedule=schedule, keep_finished=keep_finished, local=local)
         CATALOGUE[name] = spec
         return spec
 

@@ -45,15 +45,19 @@ class JobContext:
     job: Job
     worker_id: str
     services: dict[str, Any] = field(default_factory=dict)
+    # Set by the runner: moves the job's timeout along with its lease.
+    on_extend: Callable[[], None] | None = None
 
     async def extend_lease(self) -> None:
-        """For long jobs (resyncs): keep the job ours while we make progress."""
+        """For long jobs (resyncs): keep the job ours while we make progress (its timeout moves too)."""
         async with self.db.transaction() as session:
             await session.execute(
                 text("UPDATE job SET lease_until = :until WHERE id = :id AND locked_by = :me"),
                 {"until": bind_time(session, utcnow() + timedelta(seconds=self.settings.job_lease_s)),
                  "id": self.job.id, "me": self.job.locked_by},
             )
+        if self.on_extend is not None:
+            self.on_extend()
 
 
 Handler = Callable[[JobContext], Awaitable[Outcome]]

@@ -209,7 +209,7 @@ async def handle_inbox_batch(ctxs: list[JobContext]) -> list[Outcome]:
 
 
 # Short, lock-free jobs that arrive in floods: the runner claims and applies them in batches.
-@job("inbox.apply", priority=100, max_attempts=20, batch=handle_inbox_batch)
+@job("inbox.apply", priority=100, max_attempts=20, batch=handle_inbox_batch, local=True)
 async def handle_inbox_apply(ctx: JobContext) -> Outcome:
     [outcome] = await handle_inbox_batch([ctx])
     return outcome

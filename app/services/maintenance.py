@@ -73,7 +73,8 @@ async def schedule_prune(session: AsyncSession, now: datetime, settings: Setting
         await handle_prune.enqueue(session, payload)
 
 
-@job("maintenance.prune", dedupe=_day_key, lock=lambda _payload: "maintenance.prune", schedule=schedule_prune)
+@job("maintenance.prune", dedupe=_day_key, lock=lambda _payload: "maintenance.prune", schedule=schedule_prune,
+     local=True)
 async def handle_prune(ctx: JobContext) -> Outcome:
     removed = await prune(ctx.db, ctx.settings, between_chunks=ctx.extend_lease)
     return Done(f"removed {removed['jobs']} jobs, {removed['inbox']} inbox rows")

@@ -58,7 +58,7 @@ async def schedule_settlement(session: AsyncSession, now: datetime, settings: Se
 # Finished runs are kept: the schedule reads a run's key as "this interval ran", and an interval may
 # be longer than the job retention (one row per interval, so nothing grows).
 @job("settlement.run", dedupe=_interval_key, lock=lambda _payload: "settlement.run", schedule=schedule_settlement,
-     keep_finished=True)
+     keep_finished=True, local=True)
 async def handle_settlement(ctx: JobContext) -> Outcome:
     try:
         async with ctx.db.transaction() as session:

@@ -2,6 +2,12 @@
 
 A job whose lease ran out (its process died) is claimed again. Handlers make their own effects
 idempotent (cause keys, inbox status under a row lock), so a job that runs twice has one effect.
+
+No job can stall the others: every run is cut off at ``timeout_for(settings)`` (shorter than the lease,
+moved along by ``extend_lease``) and retried with back-off; the jobs declared ``local`` (database work:
+inbox.apply, ...) also have a lane of their own, so a platform that never answers holds at most the
+platform lane, never SQLite's only writer loop; every loop reaps expired leases on a clock, and a
+cancellation leaking out of a handler is a retry, not a dead worker.
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ WHERE id IN (
 RETURNING id
 """
 
+REAP_EVERY_S = 5.0  # seconds between passes over expired leases, per worker loop
+TIMEOUT_SHARE_OF_LEASE = 0.9  # a job is cut off before its lease runs out, whatever job_timeout_s says
 BATCH_SIZE = 16  # jobs claimed and recorded per transaction, for kinds declared with a batch handler
 
 # A stalled job whose queued twin (same dedupe key) exists is superseded by it: the twin plans from
@@ -89,6 +97,15 @@ class Runner:
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self.is_sqlite = db.engine.dialect.name == "sqlite"
+        self.timeout_s = self.timeout_for(settings)
+        # Kinds that only work on the database: they also run in a lane of their own (see ``start``).
+        self.local_names = sorted(name for name, handler in handlers.items() if getattr(handler, "local", False)
+                                  and (names is None or name in names))
+
+    @staticmethod
+    def timeout_for(settings: Settings) -> float:
+        """Seconds a job may run before it is cut off: ``job_timeout_s``, but always inside its lease."""
+        return max(0.05, min(settings.job_timeout_s, settings.job_lease_s * TIMEOUT_SHARE_OF_LEASE))
 
     # -- one step at a time (tests drive these directly) -------------------------------------
     async def reap(self) -> int:
@@ -102,15 +119,28 @@ class Runner:
         jobs = await self.claim_batch(1)
         return jobs[0] if jobs else None
 
-    async def claim_batch(self, size: int = BATCH_SIZE) -> list[Job]:
+    def _names_filter(self, lane: str | None) -> tuple[str, dict[str, Any]]:
+        """SQL restricting a claim to this runner's kinds, and to a lane's: ``local`` takes only the
+        local kinds, ``platform`` everything else, None everything."""
+        sql, params = "", {}
+        for prefix, names, negate in (("n", self.names, False),
+                                      ("l", self.local_names if lane in ("local", "platform") else None,
+                                       lane == "platform")):
+            if names is None:
+                continue
+            if not names:
+                if not negate:
+                    sql += " AND 1 = 0"
+                continue
+            placeholders = ", ".join(f":{prefix}{i}" for i in range(len(names)))
+            sql += f" AND j.name {'NOT IN' if negate else 'IN'} ({placeholders})"
+            params.update({f"{prefix}{i}": n for i, n in enumerate(names)})
+        return sql, params
+
+    async def claim_batch(self, size: int = BATCH_SIZE, *, lane: str | None = None) -> list[Job]:
         """Claim the next due job; when it is one of the short flood jobs (inbox.apply), claim up to
         ``size - 1`` more of its kind in the same transaction, so a burst costs a commit per batch."""
-        names_sql = ""
-        params: dict[str, Any] = {}
-        if self.names:
-            placeholders = ", ".join(f":n{i}" for i in range(len(self.names)))
-            names_sql = f"AND j.name IN ({placeholders})"
-            params.update({f"n{i}": n for i, n in enumerate(self.names)})
+        names_sql, params = self._names_filter(lane)
         skip = "" if self.is_sqlite else "FOR UPDATE SKIP LOCKED"
         try:
             async with self.db.transaction() as session:
@@ -138,9 +168,9 @@ class Runner:
             # Two workers raced for jobs sharing a lock key: the partial unique index let one win.
             return []
 
-    async def run_one(self) -> Job | None:
+    async def run_one(self, *, lane: str | None = None) -> Job | None:
         """Claim due work (one job, or a batch of flood jobs) and run it; None when nothing was due."""
-        jobs = await self.claim_batch()
+        jobs = await self.claim_batch(lane=lane)
         if not jobs:
             return None
         if len(jobs) == 1:
@@ -149,14 +179,16 @@ class Runner:
         batch = self._batch_handler(jobs[0].name)
         outcomes: list[Outcome] | None = None
         if batch is not None:
+            ctxs = [self._context(job) for job in jobs]
             try:
-                outcomes = await batch([JobContext(db=self.db, settings=self.settings, job=job,
-                                                   worker_id=self.worker_id, services=self.services) for job in jobs])
+                outcomes = await self._within_timeout(lambda: batch(ctxs), ctxs)
             except Exception:
-                # One transaction for the batch failed as a whole (a deadlock, a bug in one row):
-                # run the rows one by one, so one poison row cannot hold the others back.
+                # One transaction for the batch failed as a whole (a deadlock, a bug in one row, a
+                # fetch that never ended): run the rows one by one, each under its own timeout and a
+                # fresh lease, so one poison row cannot hold the others back.
                 log.warning("batch of %d %s jobs failed; running them one by one", len(jobs), jobs[0].name,
                             exc_info=True)
+                await self._extend_leases(jobs)
         if outcomes is None:
             outcomes = [await self._run(job) for job in jobs]
         await self._record_many(list(zip(jobs, outcomes)))
@@ -181,14 +213,47 @@ class Runner:
         await self._record(job, outcome)
         return outcome
 
+    def _context(self, job: Job) -> JobContext:
+        return JobContext(db=self.db, settings=self.settings, job=job, worker_id=self.worker_id,
+                          services=self.services)
+
+    async def _within_timeout(self, call, ctxs: list[JobContext]):
+        """Await ``call()`` under the job timeout; a context's ``extend_lease`` moves the deadline on."""
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(self.timeout_s) as deadline:
+            def extend() -> None:
+                deadline.reschedule(loop.time() + self.timeout_s)
+
+            for ctx in ctxs:
+                ctx.on_extend = extend
+            return await call()
+
+    async def _extend_leases(self, jobs: list[Job]) -> None:
+        async with self.db.transaction() as session:
+            until = bind_time(session, utcnow() + timedelta(seconds=self.settings.job_lease_s))
+            await session.execute(text("UPDATE job SET lease_until = :until WHERE id = :id AND locked_by = :me"),
+                                  [{"until": until, "id": job.id, "me": job.locked_by} for job in jobs])
+
     async def _run(self, job: Job) -> Outcome:
         handler = self.handlers.get(job.name)
-        ctx = JobContext(db=self.db, settings=self.settings, job=job, worker_id=self.worker_id,
-                         services=self.services)
+        ctx = self._context(job)
         if handler is None:
             return Dead(f"no handler for job {job.name!r}")
         try:
-            return await handler(ctx)
+            return await self._within_timeout(lambda: handler(ctx), [ctx])
+        except TimeoutError:
+            # A platform that never answers, an awaited lock: cut off before the lease runs out, so no
+            # other worker starts it twice, and tried again later.
+            log.warning("job %s #%s timed out after %.1fs", job.name, job.id, self.timeout_s)
+            return Retry(backoff_s(job.attempts, base_s=5.0, cap_s=600.0),
+                         f"timed out after {self.timeout_s:g}s (job_timeout_s, inside the {self.settings.job_lease_s:g}s lease)")
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._stopping.is_set() or (task is not None and task.cancelling()):
+                raise  # the runner is stopping: let the cancellation through
+            # Raised by the handler itself (a library's cancel scope gone astray): the worker lives on.
+            log.error("job %s #%s was cancelled from inside; retrying it", job.name, job.id)
+            return Retry(backoff_s(job.attempts), "cancelled inside the handler")
         except (OperationalError, DBAPIError) as exc:
             return Retry(backoff_s(job.attempts, base_s=0.5, cap_s=30), f"database: {exc!r}"[:1500])
         except Exception as exc:  # an unexpected bug: keep the trace for the operator, retry with back-off
@@ -251,10 +316,36 @@ class Runner:
     def wake(self) -> None:
         self._wake.set()
 
+    def lanes(self) -> list[str | None]:
+        """The worker loops this runner starts. SQLite (one writer): ``worker_concurrency`` loops for the
+        jobs that call shops (their calls are made outside any transaction, their writes queue for the
+        writer) and one ``local`` loop for database-only jobs. PostgreSQL: ``worker_concurrency`` loops
+        for any job, plus the ``local`` loop."""
+        concurrency = max(1, self.settings.worker_concurrency)
+        if not self.local_names:
+            return [None] if self.is_sqlite else [None] * concurrency
+        if self.is_sqlite:
+            return ["platform"] * concurrency + ["local"]
+        return [None] * concurrency + ["local"]
+
     async def start(self) -> None:
         add_waker(self.wake)
-        concurrency = 1 if self.is_sqlite else max(1, self.settings.worker_concurrency)
-        self._tasks = [asyncio.create_task(self._loop(i), name=f"coopsync-worker-{i}") for i in range(concurrency)]
+        self._stopping.clear()
+        self._tasks = [self._spawn(i, lane) for i, lane in enumerate(self.lanes())]
+
+    def _spawn(self, index: int, lane: str | None) -> asyncio.Task:
+        task = asyncio.create_task(self._loop(index, lane), name=f"coopsync-worker-{index}-{lane or 'any'}")
+        task.add_done_callback(lambda t: self._respawn(t, index, lane))
+        return task
+
+    def _respawn(self, task: asyncio.Task, index: int, lane: str | None) -> None:
+        """A worker loop must never end while the runner runs: start a new one if it did."""
+        if self._stopping.is_set() or task not in self._tasks:
+            return
+        error = None if task.cancelled() else task.exception()
+        log.error("worker loop %s ended unexpectedly; starting it again", task.get_name(),
+                  exc_info=error if error is not None else None)
+        self._tasks[self._tasks.index(task)] = self._spawn(index, lane)
 
     async def stop(self) -> None:
         remove_waker(self.wake)
@@ -265,24 +356,33 @@ class Runner:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
-    async def _loop(self, index: int) -> None:
-        reap_every = 0
+    async def _loop(self, index: int, lane: str | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        reap_every, reap_at = 0, 0.0
         while not self._stopping.is_set():
+            # Cleared before looking for work, not after finding none: a wake-up that comes while
+            # this loop claims is kept for the wait below (no lost wake-up).
+            self._wake.clear()
             try:
-                if reap_every <= 0:
+                # Expired leases are reaped on a clock too, so a backlog of jobs, or a job that runs
+                # long in another loop, never keeps a dead worker's job from being claimed again.
+                if reap_every <= 0 or loop.time() >= reap_at:
                     await self.reap()
-                    reap_every = 50
+                    reap_every, reap_at = 50, loop.time() + REAP_EVERY_S
                 reap_every -= 1
-                job = await self.run_one()
+                job = await self.run_one(lane=lane)
                 if job is not None:
                     continue
             except asyncio.CancelledError:
-                raise
+                task = asyncio.current_task()
+                if self._stopping.is_set() or (task is not None and task.cancelling()):
+                    raise
+                log.error("worker loop: a cancellation leaked out of a job; going on")
+                continue
             except Exception:
                 log.exception("worker loop error")
                 await asyncio.sleep(1.0)
                 continue
-            self._wake.clear()
             # The wait is computed first: a coroutine made before a cancelled await is never awaited.
             idle_s = await self._idle_wait()
             try:
