@@ -195,7 +195,6 @@ async def test_shopify_orders_apply_while_shopify_never_answers_a_stock_push(cli
     (a stock push per order hangs until cut off); every order is applied all the same."""
     import json
 
-    import httpx
     import respx
 
     from app.workers.flows import default_handlers
