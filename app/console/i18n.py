@@ -106,6 +106,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "told": ("各店铺最近告知", "What each shop was last told"),
     "ledger": ("库存流水", "Ledger"),
     "allocation": ("分配规则", "Allocation"),
+    "chart_days": ("近 14 天库存与各店铺销量", "Stock and sales per shop, last 14 days"),
+    "chart_days_hint": ("灰色：当日结束时的在库数；彩色：各店铺当日下单件数", "Grey: on hand at the end of each day; colours: units ordered per shop that day"),
     "fees_actual": ("实际", "actual"),
     "fees_estimated": ("估算", "estimated"),
     "subsidies": ("平台补贴", "Platform subsidies"),

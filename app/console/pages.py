@@ -232,9 +232,13 @@ async def stock_ledger(request: Request, sku: str, ctx: Annotated[Ctx, Depends(p
         movements = (await session.execute(select(StockMovement).where(StockMovement.sku_id == row.id)
                                            .order_by(StockMovement.id.desc()).limit(queries.LIST_LIMIT))).scalars()
         told = await queries.listings_by_sku(session, [row.id])
+        days = await queries.sku_days(session, row.id)
     policy = row.allocation or {"mode": "shared", "shares": {}, "caps": {}}
+    shops = sorted({name for day in days for name in day.sold})
+    peak = max([d.on_hand for d in days] + [sum(d.sold.values()) for d in days] + [1])
     return render(request, "ledger.html", ctx=ctx, sku=row, movements=list(movements), told=told.get(row.id, []),
-                  policy=policy, can_allocate=ctx.session.principal.has("stock:write"))
+                  policy=policy, can_allocate=ctx.session.principal.has("stock:write"), days=days,
+                  chart_shops=shops, chart_peak=peak)
 
 
 def _bounded(value: str, upper: int) -> int | None:

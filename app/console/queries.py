@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.console.web import BEIJING
 from app.models import (InboxItem, Job, Listing, MemberShare, Order, OrderLine, Refund, Settlement, Shipment, Sku,
-                        Store)
+                        StockMovement, Store)
 from app.models.base import utcnow
 from app.services import connections
 
@@ -128,3 +129,38 @@ def payload_text(body: bytes, limit: int = 20000) -> str:
     except ValueError:
         lowered = text.lower()
         return "••••••" if any(word in lowered for word in SECRET_WORDS) else text[:limit]
+
+
+@dataclass(frozen=True)
+class SkuDay:
+    day: str  # MM-DD, Beijing time
+    on_hand: int  # at the end of the day
+    sold: dict[str, int]  # shop name -> units ordered that day (cancelled orders left out)
+
+
+async def sku_days(session: AsyncSession, sku_id: int, days: int = 14) -> list[SkuDay]:
+    """The last ``days`` days of one sku, for the stock page's chart: on hand at each day's end (the
+    ledger's last movement of the day, carried over quiet days) and units ordered per shop."""
+    end = utcnow().astimezone(BEIJING).date()
+    start = end - timedelta(days=days - 1)
+    since = datetime(start.year, start.month, start.day, tzinfo=BEIJING)
+    before = (await session.execute(select(StockMovement.on_hand_after).where(
+        StockMovement.sku_id == sku_id, StockMovement.created_at < since)
+        .order_by(StockMovement.id.desc()).limit(1))).scalar_one_or_none() or 0
+    closing: dict = {}
+    for on_hand, at in (await session.execute(select(StockMovement.on_hand_after, StockMovement.created_at).where(
+            StockMovement.sku_id == sku_id, StockMovement.created_at >= since).order_by(StockMovement.id))).all():
+        closing[at.astimezone(BEIJING).date()] = int(on_hand)
+    sold: dict = defaultdict(lambda: defaultdict(int))
+    when = func.coalesce(Order.placed_at, Order.paid_at, Order.created_at)
+    for name, at, quantity in (await session.execute(
+            select(Store.name, when, OrderLine.quantity).join(Order, Order.id == OrderLine.order_id)
+            .join(Store, Store.id == Order.store_id)
+            .where(OrderLine.sku_id == sku_id, Order.status != "cancelled", when >= since))).all():
+        sold[at.astimezone(BEIJING).date() if at.tzinfo else at.replace(tzinfo=BEIJING).date()][name] += int(quantity)
+    out, on_hand = [], int(before)
+    for offset in range(days):
+        day = start + timedelta(days=offset)
+        on_hand = closing.get(day, on_hand)
+        out.append(SkuDay(day.strftime("%m-%d"), on_hand, dict(sold.get(day, {}))))
+    return out

@@ -238,3 +238,18 @@ async def test_a_stock_read_session_sees_the_editor_but_cannot_post_it(client, d
         from app.models import Sku
 
         assert (await session.execute(select(Sku.allocation).where(Sku.sku == "TEA"))).scalar_one() is None
+
+
+async def test_a_sku_page_charts_its_last_days_of_stock_and_sales_per_shop(client, db):
+    from app.console import queries
+    from app.models import Sku
+
+    await seed(db)
+    async with db.read() as session:
+        sku = (await session.execute(select(Sku).where(Sku.sku == "TEA"))).scalar_one()
+        days = await queries.sku_days(session, sku.id)
+    assert len(days) == 14
+    assert days[-1].on_hand == sku.on_hand  # today's closing figure is the balance now
+    await sign_in(client)
+    page = await client.get("/console/stock/TEA")
+    assert page.status_code == 200 and 'id="sku-days"' in page.text
