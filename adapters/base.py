@@ -497,6 +497,12 @@ class AdapterBase:
     bill_columns: ClassVar[Any] = None  # its bill file's built-in column mapping (adapters.bills.BillColumns)
     Credentials: ClassVar[type[BaseModel]] = EmptyCredentials
 
+    @classmethod
+    def store_capabilities(cls, settings: Mapping[str, Any]) -> frozenset[Capability]:
+        """What one store of this platform can do, given its settings (a Tmall shop takes idempotent
+        stock deltas that a Taobao shop does not). The class's ``capabilities`` by default."""
+        return cls.capabilities
+
     def __init__(self, store: StoreContext, http: httpx.AsyncClient) -> None:
         self.store = store
         self.http = http

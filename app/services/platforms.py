@@ -9,7 +9,7 @@ from typing import Mapping
 import httpx
 from pydantic import ValidationError
 
-from adapters.base import Adapter, StoreContext
+from adapters.base import Adapter, Capability, StoreContext
 from adapters.http import new_client
 from adapters.registry import load_adapters
 from app.config import get_settings
@@ -30,6 +30,13 @@ def adapter_class(platform: str) -> type[Adapter]:
         return registry()[platform]
     except KeyError:
         raise UnknownPlatform(f"no adapter for platform {platform!r}; known: {', '.join(sorted(registry()))}") from None
+
+
+def store_capabilities(store: Store) -> frozenset[Capability]:
+    """What ``store`` can do: its adapter's capabilities, narrowed or widened by the store's settings."""
+    cls = adapter_class(store.platform)
+    per_store = getattr(cls, "store_capabilities", None)  # a plug-in implementing only the protocol lacks it
+    return per_store(dict(store.settings or {})) if per_store is not None else cls.capabilities
 
 
 def validate_credentials(platform: str, credentials: dict) -> dict:

@@ -22,7 +22,7 @@ from app.metrics import STOCK_PUSHES
 from app.models import Listing, Sku, Store
 from app.models.base import utcnow
 from app.services.connections import AUTH_KINDS, connect, wait_for_authorization
-from app.services.platforms import adapter_class
+from app.services.platforms import store_capabilities
 from app.domain import outbox
 from app.jobs.catalogue import job, per_store
 from app.jobs.outcomes import Done, JobContext, Outcome, Retry
@@ -258,7 +258,7 @@ async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[li
         store = await session.get(Store, store_id)
         if store is None:
             return [], Done("store gone")
-        capabilities = adapter_class(store.platform).capabilities
+        capabilities = store_capabilities(store)
         if Capability.STOCK_PUSH not in capabilities:
             return [], Done("platform cannot take stock pushes")
         cas = Capability.STOCK_COMPARE_AND_SET in capabilities

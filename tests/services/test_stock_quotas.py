@@ -92,28 +92,14 @@ class DeltaShop:
 
 
 def _wire(monkeypatch, adapters: dict[int, object]) -> None:
-    """Every store's push goes to its fake shop."""
-    by_class = {}
-
-    def adapter_class(platform):
-        return by_class["current"]
+    """Every store's push goes to its fake shop, with that shop's capabilities."""
 
     async def connect(db, store, http):
         return adapters[store.id]
 
-    class Caps:
-        pass
-
     monkeypatch.setattr(push, "connect", connect)
-    real_push_store = push.push_store
-
-    async def push_store(ctx, store_id, *, force):
-        Caps.capabilities = adapters[store_id].capabilities
-        by_class["current"] = Caps
-        return await real_push_store(ctx, store_id, force=force)
-
-    monkeypatch.setattr(push, "adapter_class", adapter_class)
-    return push_store
+    monkeypatch.setattr(push, "store_capabilities", lambda store: adapters[store.id].capabilities)
+    return push.push_store
 
 
 async def _stores(client, count: int) -> list[int]:
