@@ -2,6 +2,7 @@
 
 from app.models.auth import ApiToken, IdempotencyRecord, OAuthState
 from app.models.bills import BillEntry, BillImport
+from app.models.channels import ChannelLease
 from app.models.inbox import InboxItem
 from app.models.jobs import Job, Resync
 from app.models.orders import Order, OrderLine, Refund, RefundLine
@@ -15,5 +16,5 @@ __all__ = [
     "RefundLine", "DeliveryAttempt", "MemberShare", "Settlement", "SettlementLine", "LotConsumption",
     "MemberLot", "Sku", "StockMovement", "Listing", "Store", "StoreSettings", "SyncCursor",
     "Carrier", "CarrierCode", "Shipment", "ShipmentAttempt", "ShipmentLine",
-    "BillEntry", "BillImport",
+    "BillEntry", "BillImport", "ChannelLease",
 ]
