@@ -1,34 +1,38 @@
-"""The Shopify adapter: webhooks in, orders and refunds over Admin REST, stock set per inventory level.
+"""The Shopify adapter: webhooks in, orders and refunds over Admin REST, stock compare-and-set over GraphQL.
 Stock is keyed by inventory_item_id at one location; a listing without it is resolved through its variant.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlencode
 from typing import Any, Mapping
 
 import httpx
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from adapters.base import OrderSnapshot, Page, PushResult, RefundSnapshot, StockLevel, StoreContext
 from adapters.base import TimeWindow, WebhookDelivery, WebhookIdentity
-from adapters.errors import PayloadError, PermanentError, SignatureError
+from adapters.errors import PayloadError, PermanentError, SignatureError, TransientError
 from adapters.rest import RestAdapter
 from adapters.shopify import webhooks
 from adapters.shopify.client import INVENTORY_IDS_PER_CALL, PAGE_LIMIT, ShopifyClient
 from adapters.base import Capability, ShipmentResult, ShipmentUpload, ShippingState
 from adapters.shipping import closed, foreign_parcels, numbers, uploaded_already
-from adapters.shopify import payments, shipping
+from adapters.shopify import inventory, payments, shipping
 from adapters.base import BillLine
 from adapters.shopify.mapping import PLATFORM, map_order, map_refund
 from adapters.http import error_for_response, send, with_retries
 from adapters.signing import hmac_hex, signed_by_any
-from adapters.stock import push_each
+from adapters.stock import push_each, refused
 from adapters.tokens import Authorization, Authorizing, RefreshRefused, TokenCredentials, TokenGrant, in_seconds
 
 DEFAULT_API_VERSION = "2026-07"
+# Stock writes need changeFromQuantity and @idempotent on inventorySetQuantities, both mandatory from 2026-04
+# (operations.md 4.4); an older version would refuse them, so it is refused here, where an operator sees it.
+OLDEST_API_VERSION = "2026-04"
 
 
 class ShopifyCredentials(TokenCredentials):
@@ -39,6 +43,14 @@ class ShopifyCredentials(TokenCredentials):
     api_version: str = Field(default=DEFAULT_API_VERSION, pattern=r"^(\d{4}-(01|04|07|10)|unstable)$")
     client_id: str | None = None
     client_secret: SecretStr | None = None
+
+    @field_validator("api_version")
+    @classmethod
+    def _recent_enough(cls, version: str) -> str:
+        if version != "unstable" and version < OLDEST_API_VERSION:
+            raise ValueError(f"api_version {version} is older than {OLDEST_API_VERSION}, the oldest that takes "
+                             f"coopsync's compare-and-set stock writes; use {DEFAULT_API_VERSION} or later")
+        return version
 
 
 # What the features need: orders and refunds, fulfilment upload, stock, payouts (DESIGN, authorisation).
@@ -72,7 +84,9 @@ def _iso(moment) -> str:
 class ShopifyAdapter(RestAdapter, Authorizing):
     platform = PLATFORM
     # FEES and BILLS: Shopify Payments balance transactions carry the fee of each charge and refund.
-    capabilities = RestAdapter.capabilities | {Capability.SHIPMENTS, Capability.FEES, Capability.BILLS}
+    # STOCK_COMPARE_AND_SET: every stock write names the figure Shopify must still show (changeFromQuantity).
+    capabilities = RestAdapter.capabilities | {Capability.SHIPMENTS, Capability.FEES, Capability.BILLS,
+                                               Capability.STOCK_COMPARE_AND_SET}
     authorization = Authorization(mode="oauth", refresh_margin=timedelta(minutes=5), scopes=SCOPES)
     Credentials = ShopifyCredentials
     client: ShopifyClient
@@ -189,12 +203,62 @@ class ShopifyAdapter(RestAdapter, Authorizing):
         return str(location)
 
     async def push_stock(self, levels: list[StockLevel]) -> list[PushResult]:
+        """Compare-and-set per listing (``inventorySetQuantities`` with ``changeFromQuantity``): never a
+        blind write, so a sale Shopify made that coopsync has not heard of is never written over."""
         return await push_each(levels, self._push_one)
 
-    async def _push_one(self, level: StockLevel) -> None:
+    async def _push_one(self, level: StockLevel) -> PushResult | None:
         item = await self._inventory_item(level)
+        location = self._location(level)
         # A negative "sellable quantity" means nothing to a buyer; Shopify would show it as oversold.
-        await self.client.set_inventory_level(self._location(level), item, max(0, level.quantity))
+        wanted = max(0, level.quantity)
+        if level.expected_quantity is not None:
+            # The core's own belief of the shop's figure. A mismatch means sales it has not heard of:
+            # only the core can recompute what the shop should show, so the conflict goes back to it.
+            errors = await self._set_available(item, location, wanted, level.expected_quantity)
+            if inventory.STALE not in inventory.codes(errors):
+                return self._outcome(level, errors)
+            return self._conflict(level, await self.client.read_available(item, location))
+        # No belief given: compare against the figure read just before, so that only the moment between the
+        # read and the write is at stake, and a sale in that moment is refused rather than written over.
+        before = await self.client.read_available(item, location)
+        if before == wanted:
+            return None  # already showing it: a write would only add a line to the shop's history
+        errors = await self._set_available(item, location, wanted, before)
+        if inventory.STALE not in inventory.codes(errors):
+            return self._outcome(level, errors)
+        # Stale: the shop sold (or took back) units between our read and our write. The figure wanted was
+        # planned before our read, so it cannot count units sold after it: they stay taken, once retried.
+        now = await self.client.read_available(item, location)
+        sold_meanwhile = max(0, before - now)
+        target = max(0, wanted - sold_meanwhile)
+        if target == now:
+            return None
+        errors = await self._set_available(item, location, target, now)
+        if inventory.STALE not in inventory.codes(errors):
+            return self._outcome(level, errors)
+        # Sales keep landing faster than we write: the core plans again once it hears of them.
+        return self._conflict(level, await self.client.read_available(item, location))
+
+    async def _set_available(self, item: str, location: str, quantity: int, change_from: int) -> list[dict[str, Any]]:
+        # A fresh key for every distinct write (a repeat after STALE changes changeFromQuantity, and Shopify
+        # refuses one key with other parameters); the in-call retries of this write share it.
+        return await self.client.set_available(
+            inventory.set_available_variables(item, location, quantity, change_from, str(uuid.uuid4())))
+
+    @staticmethod
+    def _outcome(level: StockLevel, errors: list[dict[str, Any]]) -> PushResult | None:
+        if not errors:
+            return None
+        if inventory.codes(errors) & inventory.RETRY_CODES:
+            raise TransientError(inventory.refusal(errors), platform=PLATFORM, retry_after_s=1.0)
+        return refused(level, inventory.refusal(errors))
+
+    @staticmethod
+    def _conflict(level: StockLevel, current: int) -> PushResult:
+        return PushResult(external_sku_key=level.external_sku_key, ok=False, error_kind="conflict",
+                          error=f"Shopify shows {current}, not the figure compared against "
+                                f"(CHANGE_FROM_QUANTITY_STALE)", current_quantity=current)
 
     # -- shipments (operations.md 1.4) --------------------------------------------------------------
 

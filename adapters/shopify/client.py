@@ -1,5 +1,6 @@
-"""Shopify Admin REST calls, one method per endpoint, paced by the leaky-bucket call-limit header.
-Short 429s/5xx are retried in-call (tier one); longer waits surface as ThrottledError for the job table.
+"""Shopify Admin calls, one method per endpoint: REST paced by the leaky-bucket call-limit header, GraphQL
+by its cost bucket. Short 429s/5xx/throttles are retried in-call (tier one); longer waits surface as
+ThrottledError for the job table.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from typing import Any
 
 import httpx
 
-from adapters.errors import PermanentError, ThrottledError
+from adapters.errors import AuthExpiredError, PermanentError, ThrottledError
 from adapters.http import IN_CALL_ATTEMPTS
 from adapters.rest import RestClient, Sleep
+from adapters.shopify import inventory
 
 log = logging.getLogger("coopsync.adapters.shopify")
 
@@ -21,7 +23,25 @@ PAGE_LIMIT = 250  # orders per page; Shopify's maximum
 INVENTORY_IDS_PER_CALL = 50  # inventory_item_ids accepted by one inventory_levels.json call
 BUCKET_HEADROOM = 5  # calls; below this many free slots we wait for the bucket to drain
 LEAK_RATE_PER_S = 2.0  # calls per second on standard plans (Advanced 4, Plus 20): the safe assumption
-GRAPHQL_THROTTLE_WAIT_S = 1.0  # seconds; a throttled query's cost refills at 50-100 points a second
+GRAPHQL_THROTTLE_WAIT_S = 1.0  # seconds, when a throttled answer does not say its cost; 100+ points refill a second
+GRAPHQL_THROTTLE_MIN_WAIT_S = 0.1  # seconds; the bucket refills continuously, so even "enough now" waits a little
+INVALID_TOKEN = "Invalid API key or access token"  # also in a 200 GraphQL answer (operations.md 2.4)
+
+
+def graphql_throttle_wait(data: dict[str, Any]) -> float:
+    """Seconds until the cost bucket holds what the throttled query asked for: ``extensions.cost`` carries the
+    query's requested cost and the bucket's ``currentlyAvailable`` and ``restoreRate`` (points a second).
+    ref: https://shopify.dev/docs/apps/build/apis/graphql-admin/rate-limits"""
+    cost = (data.get("extensions") or {}).get("cost") or {}
+    status = cost.get("throttleStatus") or {}
+    try:
+        missing = float(cost["requestedQueryCost"]) - float(status["currentlyAvailable"])
+        rate = float(status["restoreRate"])
+    except (KeyError, TypeError, ValueError):
+        return GRAPHQL_THROTTLE_WAIT_S
+    if rate <= 0:
+        return GRAPHQL_THROTTLE_WAIT_S
+    return round(max(GRAPHQL_THROTTLE_MIN_WAIT_S, missing / rate), 3)
 
 
 def _page_info(response: httpx.Response) -> str | None:
@@ -70,7 +90,9 @@ class ShopifyClient(RestClient):
             codes = {str((e.get("extensions") or {}).get("code")) for e in errors if isinstance(e, dict)}
             if "THROTTLED" in codes:
                 # GraphQL spends cost points, not calls: a throttled query answers 200 with THROTTLED.
-                raise ThrottledError("GraphQL query throttled", platform=PLATFORM, retry_after_s=GRAPHQL_THROTTLE_WAIT_S)
+                raise ThrottledError("GraphQL query throttled", platform=PLATFORM, retry_after_s=graphql_throttle_wait(data))
+            if any(INVALID_TOKEN in str(e.get("message") if isinstance(e, dict) else e) for e in errors):
+                raise AuthExpiredError(f"GraphQL: {INVALID_TOKEN}: authorise the shop again", platform=PLATFORM)
             raise PermanentError(f"GraphQL errors: {errors}"[:1000], platform=PLATFORM)
         if isinstance(data, dict) and data.get("errors"):
             # Shopify reports validation failures as {"errors": ...}; a 2xx carrying one is still a failure.
@@ -97,11 +119,19 @@ class ShopifyClient(RestClient):
         data, _ = await self._call("GET", f"variants/{variant_id}.json", none_on_404=True)
         return None if data is None else data.get("variant")
 
-    async def set_inventory_level(self, location_id: str, inventory_item_id: str, available: int) -> dict[str, Any]:
-        """POST inventory_levels/set.json (absolute quantity). ref: https://shopify.dev/docs/api/admin-rest/latest/resources/inventorylevel#post-inventory-levels-set"""
-        body = {"location_id": int(location_id), "inventory_item_id": int(inventory_item_id), "available": available}
-        data, _ = await self._call("POST", "inventory_levels/set.json", body=body)
-        return data.get("inventory_level") or {}
+    async def set_available(self, variables: dict[str, Any]) -> list[dict[str, Any]]:
+        """inventorySetQuantities, compare-and-set on ``available`` (variables from
+        ``inventory.set_available_variables``); its user errors, empty when the write applied. The in-call
+        retries repeat the idempotency key, so a retry after a lost answer gets the first attempt's result.
+        ref: https://shopify.dev/docs/api/admin-graphql/2026-07/mutations/inventorySetQuantities"""
+        return inventory.user_errors(await self.graphql(inventory.SET_AVAILABLE, variables))
+
+    async def read_available(self, item: str, location: str) -> int:
+        """The ``available`` figure of one inventory item at one location (GraphQL ``inventoryItem``).
+        ref: https://shopify.dev/docs/api/admin-graphql/2026-07/objects/InventoryLevel"""
+        data = await self.graphql(inventory.AVAILABLE_QUERY, {"item": inventory.gid("InventoryItem", item),
+                                                              "location": inventory.gid("Location", location)})
+        return inventory.available_of(data, item, location)
 
     async def list_inventory_levels(
         self, inventory_item_ids: list[str], location_ids: list[str]

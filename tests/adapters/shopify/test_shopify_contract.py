@@ -22,7 +22,7 @@ def test_class_attributes_are_declared():
     assert ShopifyAdapter.platform == "shopify"
     assert ShopifyAdapter.capabilities == frozenset({
         Capability.ORDERS_PULL, Capability.REFUNDS_PULL, Capability.STOCK_PUSH, Capability.STOCK_READ,
-        Capability.WEBHOOKS, Capability.SHIPMENTS, Capability.FEES, Capability.BILLS})
+        Capability.WEBHOOKS, Capability.SHIPMENTS, Capability.FEES, Capability.BILLS, Capability.STOCK_COMPARE_AND_SET})
     assert isinstance(ShopifyAdapter.max_window, timedelta) and ShopifyAdapter.max_window > timedelta(0)
     assert issubclass(ShopifyAdapter.Credentials, BaseModel)
     assert issubclass(ShopifyAdapter, AdapterBase)
@@ -48,6 +48,7 @@ def test_credentials_may_wait_for_authorisation():
     {"access_token": ""},
     {"access_token": "t", "api_version": "latest"},
     {"access_token": "t", "api_version": "2026-05"},
+    {"access_token": "t", "api_version": "2025-10"},  # older than 2026-04: no changeFromQuantity, no @idempotent
     {"access_token": "t", "shop": "extra fields are refused"},
 ])
 def test_credentials_refuse_bad_input(data):

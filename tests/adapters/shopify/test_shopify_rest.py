@@ -155,9 +155,9 @@ async def test_base_url_setting_overrides_the_shop_domain(http):
 
 
 async def test_api_version_comes_from_the_credentials(http):
-    store = StoreContext("s", "qinba-tea", ShopifyCredentials(access_token="shpat_test_token", api_version="2025-10"), {})
+    store = StoreContext("s", "qinba-tea", ShopifyCredentials(access_token="shpat_test_token", api_version="2026-10"), {})
     with _mock() as router:  # a bare handle becomes qinba-tea.myshopify.com
-        router.get("/admin/api/2025-10/orders/1.json").mock(side_effect=authed(httpx.Response(404)))
+        router.get("/admin/api/2026-10/orders/1.json").mock(side_effect=authed(httpx.Response(404)))
         assert await ShopifyAdapter(store, http).fetch_order("1") is None
 
 
