@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import SecretStr, field_validator
+from pydantic import SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -55,6 +55,21 @@ class Settings(BaseSettings):
     inbox_retention_days: float = 90.0  # applied inbox rows (raw deliveries) likewise; failed ones are kept
     inbox_group_commit_ms: float = 0.0  # ms to wait for more rows; 0: batch what queued during the last commit
 
+    # Push channels (app/services/channels.py): Pinduoduo's message service and Taobao's TMC, read by one
+    # replica per app. Off unless enabled here and the platform's app is set in ``apps`` (client_id and
+    # client_secret; app_key and app_secret); polling stays on either way.
+    pdd_message_service: bool = False
+    pdd_message_url: str = "wss://message-api.pinduoduo.com"
+    taobao_tmc: bool = False
+    taobao_tmc_url: str = "https://eco.taobao.com/router/rest"  # the TOP gateway the consume/confirm calls go to
+    taobao_tmc_group: str = "default"
+    taobao_tmc_idle_s: float = 1.0  # seconds between consume calls while TMC has nothing for us
+    channel_lease_s: float = 30.0  # seconds a replica holds a channel without renewing; then another takes it
+    channel_renew_s: float = 10.0  # seconds between renewals (and waits for a held lease); under the lease
+    channel_heartbeat_s: float = 10.0  # seconds between heartbeats on an open connection
+    channel_backoff_base_s: float = 1.0  # seconds before the first reconnect; doubles, full jitter
+    channel_backoff_cap_s: float = 60.0  # seconds, the longest wait between reconnects
+
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, value: str) -> str:
@@ -63,6 +78,13 @@ class Settings(BaseSettings):
         if value.startswith("sqlite:///"):
             return "sqlite+aiosqlite:///" + value.split(":///", 1)[1]
         return value
+
+    @model_validator(mode="after")
+    def _renewed_within_the_lease(self) -> "Settings":
+        if not 0 < self.channel_renew_s < self.channel_lease_s:
+            raise ValueError("channel_renew_s must be positive and shorter than channel_lease_s, or a channel "
+                             "holder's lease runs out between renewals and two replicas consume at once")
+        return self
 
     @property
     def is_sqlite(self) -> bool:

@@ -24,6 +24,7 @@ from app.logging import configure_logging
 from app.services import push
 from app.services.platforms import close_shared_http, registry
 from app.services.intake import GroupCommitter
+from app.services.channels import Channels
 from app.workers.flows import default_handlers
 from app.workers.runner import Runner
 from app.workers.schedule import Scheduler
@@ -66,6 +67,10 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             await app.state.runner.start()
             app.state.scheduler = Scheduler(app.state.db, settings)
             await app.state.scheduler.start()
+        # Push channels run beside the workers (none unless configured); the lease picks one replica per app.
+        app.state.channels = Channels(app.state.db, settings, committer=app.state.committer)
+        if settings.workers:
+            app.state.channels.start()
         from app.workers.gauges import refresh_gauges
 
         async def _refresh() -> None:
@@ -77,6 +82,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         try:
             yield
         finally:
+            await app.state.channels.stop()
             if app.state.scheduler is not None:
                 await app.state.scheduler.stop()
             if app.state.runner is not None:

@@ -39,3 +39,11 @@ STORES_NEEDING_AUTHORIZATION = Gauge(
 STORE_REAUTHORIZATION_NEEDED = Counter(
     "coopsync_store_reauthorization_needed_total", "Times a store fell out of authorisation", ["platform", "status"])
 TOKEN_REFRESHES = Counter("coopsync_token_refreshes_total", "Token refreshes by outcome", ["platform", "outcome"])
+CHANNEL_CONNECTED = Gauge(
+    "coopsync_channel_connected", "1 while this process holds a push channel's lease and is connected to it",
+    ["channel"])
+CHANNEL_MESSAGES = Counter(
+    "coopsync_channel_messages_total",
+    "Push channel messages by outcome (accepted, duplicate, ignored, unknown_shop, store_failed)", ["channel", "outcome"])
+CHANNEL_RECONNECTS = Counter(
+    "coopsync_channel_reconnects_total", "Push channel connections that ended and were opened again", ["channel"])

@@ -15,10 +15,10 @@ import httpx
 from pydantic import BaseModel, SecretStr
 
 from adapters.base import AfterSaleDetail, OrderSnapshot, Page, PushResult, RefundSnapshot, StockLevel
-from adapters.base import StoreContext, TimeWindow
+from adapters.base import StoreContext, TimeWindow, WebhookDelivery
 from adapters.errors import PayloadError, PermanentError
 from adapters.gateway import BackwardPaging, GatewayAdapter, unix_bounds
-from adapters.pinduoduo import mapping
+from adapters.pinduoduo import mapping, messages
 from adapters.pinduoduo import bills as pdd_bills
 from adapters.base import BillLine
 from adapters.bills import BillColumns, parse_bill_csv
@@ -108,6 +108,10 @@ class PinduoduoAdapter(GatewayAdapter, Authorizing):
         # carries refund_fee 1990, which reads like fen [I]. Until a live answer settles it, the
         # store says which; we read amounts from the list only, so one setting covers both pulls.
         self.refund_amount_unit: mapping.AmountUnit = unit  # type: ignore[assignment]
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookDelivery:
+        """A message of the message service, stored by the channel consumer, as notices (messages.py)."""
+        return messages.parse_delivery(headers, body)
 
     async def fetch_order(self, external_id: str) -> OrderSnapshot | None:
         info = await self.client.order_information(external_id)

@@ -13,11 +13,11 @@ from urllib.parse import urlencode
 
 from pydantic import BaseModel, SecretStr
 
-from adapters.base import OrderSnapshot, Page, PushResult, RefundSnapshot, StockLevel, TimeWindow
+from adapters.base import OrderSnapshot, Page, PushResult, RefundSnapshot, StockLevel, TimeWindow, WebhookDelivery
 from adapters.errors import PayloadError
 from adapters.gateway import BackwardPaging, GatewayAdapter
 from adapters.stock import push_each, refused
-from adapters.taobao import mapping
+from adapters.taobao import mapping, tmc
 from adapters.taobao.client import PAGE_SIZE, PLATFORM, TopClient
 from adapters.base import Capability, PlatformCarrier, ShipmentResult, ShipmentUpload, ShippingState
 from adapters.errors import PermanentError, TransientError
@@ -100,6 +100,10 @@ class TaobaoAdapter(GatewayAdapter, Authorizing):
     def client_options(self) -> dict[str, Any]:
         # md5 is the form with a published vector; hmac and hmac-sha256 are per store.
         return {"sign_method": str(self.store.settings.get("sign_method", "md5"))}
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookDelivery:
+        """A TMC message, stored by the channel consumer, as notices (tmc.py)."""
+        return tmc.parse_delivery(headers, body)
 
     async def fetch_order(self, external_id: str) -> OrderSnapshot | None:
         return _mapped(await self.client.trade_fullinfo_get(external_id), "trade", mapping.map_trade)
