@@ -6,9 +6,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Generic, Iterable, Literal, Self, TypeVar
 
-from pydantic import (AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, StrictInt,
-                      StrictStr, WithJsonSchema)
+from pydantic import (AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, StrictBool,
+                      StrictInt, StrictStr, WithJsonSchema)
 
+from app.domain.allocation import policy_problems
 from app.models import (DeliveryAttempt, InboxItem, Listing, Order, OrderLine, Refund, RefundLine, Resync, Settlement,
                         Sku, StockMovement, Store, StoreSettings)
 
@@ -89,19 +90,79 @@ def _store_key(key: str) -> str:
 StoreKey = Annotated[StrictStr, Field(pattern=r"^[1-9][0-9]{0,18}$"), AfterValidator(_store_key)]
 
 
+class StoreAllocationRule(_RequestBody):
+    """One store's rule for this sku. Under ``shares`` the store's part is a quota (exclusive: the
+    parts never add up to more than is available); under ``shared`` parts overlap."""
+
+    percent: Annotated[StrictInt, Field(ge=0, le=100)] | None = Field(
+        None, description="The store's part as a percentage of the available stock (under shares: of what a "
+                          "lock leaves; the percentages of all stores may not add up to more than 100). Not "
+                          "with fixed.")
+    fixed: Annotated[StrictInt, Field(ge=0, le=MAX_CAP)] | None = Field(
+        None, description="The store's part as a fixed quantity (at most what is available). Under shares the "
+                          "quota is brought back up to it when stock comes in. Not with percent.")
+    min: Annotated[StrictInt, Field(ge=0, le=MAX_CAP)] | None = Field(
+        None, description="The part is at least this, while the stock allows (under shares: taken before any "
+                          "other store's percentage or weight).")
+    max: Annotated[StrictInt, Field(ge=0, le=MAX_CAP)] | None = Field(
+        None, description="The part is at most this (as ``caps``; the lower of the two wins).")
+    buffer: Annotated[StrictInt, Field(ge=0, le=MAX_CAP)] | None = Field(
+        None, description="Units held back from this store's part (beside the store's safety stock).")
+    delist_below: Annotated[StrictInt, Field(ge=0, le=MAX_CAP)] | None = Field(
+        None, description="When the store would be offered fewer units than this, it is offered 0.")
+
+
+class AllocationLock(_RequestBody):
+    """Units set aside for one store (a live stream's shop) until ``until``: the store is offered those
+    units and no more, the other stores share the rest. Its own sales use them up. At ``until`` the
+    lock ends and every shop of the sku is re-planned."""
+
+    store_id: Annotated[StrictInt, Field(ge=1, le=MAX_ID)]
+    units: Annotated[StrictInt, Field(ge=1, le=MAX_CAP)]
+    until: AwareDatetime = Field(description="When the lock ends (a time with its offset, in the future).")
+
+
 class AllocationPolicy(_RequestBody):
-    """``shared``: every shop is offered the whole available quantity (less its safety stock).
-    ``shares``: available is split by weight per store id, each part optionally capped."""
+    """What each shop of a sku is offered. ``shared`` (the default): every shop is offered the whole
+    available quantity, less its safety stock and, with ``sales_speed_buffer``, less what the other
+    shops are expected to sell before its new figure lands. ``shares``: the available quantity is split
+    into quotas per store (a shop's own sales use its quota up; receipts, adjustments, returns and a
+    rebalance move quotas), by weight (``shares``), ``caps``, and per-store rules (``stores``).
+    The body of earlier versions, ``{"mode", "shares", "caps"}``, means what it meant."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"mode": "shares", "shares": {"2": 3, "3": 1}, "caps": {"3": 200},
+         "stores": {"1": {"percent": 50, "min": 20, "buffer": 5, "delist_below": 3}},
+         "lock": {"store_id": 1, "units": 200, "until": "2026-12-01T21:00:00+08:00"},
+         "sales_speed_buffer": True},
+        {"mode": "shared", "stores": {"4": {"max": 100, "delist_below": 5}}}]})
 
     mode: Literal["shared", "shares"] = "shared"
     shares: dict[StoreKey, Annotated[StrictInt, Field(ge=0, le=MAX_SHARE_WEIGHT)]] = Field(
-        default_factory=dict, max_length=MAX_STORES_PER_POLICY)
+        default_factory=dict, max_length=MAX_STORES_PER_POLICY,
+        description="Under shares: weight per store id of what percent, fixed and min rules leave (no weights "
+                    "at all: every store without a rule weighs 1).")
     caps: dict[StoreKey, Annotated[StrictInt, Field(ge=0, le=MAX_CAP)]] = Field(
-        default_factory=dict, max_length=MAX_STORES_PER_POLICY)
+        default_factory=dict, max_length=MAX_STORES_PER_POLICY,
+        description="At most this many units per store id (the same as the store rule's max).")
+    stores: dict[StoreKey, StoreAllocationRule] = Field(
+        default_factory=dict, max_length=MAX_STORES_PER_POLICY, description="Rules per store id.")
+    lock: AllocationLock | None = Field(None, description="Units reserved for a live stream's shop for its duration.")
+    sales_speed_buffer: StrictBool = Field(
+        True, description="Under shared: each shop is offered less the units the other shops are expected to sell "
+                          "before its new figure lands (their recent sales rate times how late their sales reach "
+                          "the service plus the push's time to land). On by default.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        problems = policy_problems(self.model_dump(exclude_none=True))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class AllocationPublic(_PublicModel):
-    """A sku's stored share policy (see ``AllocationPolicy``)."""
+    """A sku's stored allocation policy (see ``AllocationPolicy``; rules appear only where set)."""
 
     # Kept whole even if a later version stores more than these keys.
     model_config = ConfigDict(extra="allow")
@@ -109,6 +170,9 @@ class AllocationPublic(_PublicModel):
     mode: str
     shares: dict[str, int]
     caps: dict[str, int]
+    stores: dict[str, dict[str, int]] | None = None
+    lock: dict[str, Any] | None = None
+    sales_speed_buffer: bool | None = None
 
 
 class StockListingPublic(_PublicModel):
@@ -128,7 +192,9 @@ class StockPublic(_PublicModel):
     reserved: int
     available: int = Field(description="on_hand less reserved")
     updated_at: Timestamp
-    allocation: AllocationPublic | None = Field(description="null: shared, every shop is offered all that is available")
+    allocation: AllocationPublic | None = Field(
+        description="null: the default, shared (every shop is offered all that is available) with the sales-speed "
+                    "buffer on")
     listings: list[StockListingPublic]
 
     @classmethod

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from adapters.base import Capability, StockLevel
 from adapters.errors import AdapterError, AuthExpiredError, TransientError
 from app.domain import ledger
-from app.domain.allocation import ShopDemand, allocate, settle_quotas
+from app.domain.allocation import Policy, ShopDemand, allocate, finish_offer, policy_problems, sales_pace, settle_quotas
 from app.metrics import STOCK_PUSHES
-from app.models import Listing, Sku, Store
+from app.models import Listing, Order, Sku, Store
 from app.models.base import utcnow
 from app.services.connections import AUTH_KINDS, connect, wait_for_authorization
 from app.services.platforms import store_capabilities
@@ -34,6 +35,15 @@ log = logging.getLogger("coopsync.push")
 PUSH_DEBOUNCE_S = 0.05  # seconds a push waits so a burst of sales goes out as one figure; see configure()
 CONFLICT_RETRY_S = 0.05  # seconds before a push refused by compare-and-set is tried again
 CONFLICT_PATIENCE_S = 10.0  # seconds of conflicts before the platform's own count is believed
+# The sales-speed buffer (DESIGN "Live-stream stock"; app/domain/allocation.py sales_pace):
+PACE_TAU_S = 5.0  # seconds: a shop's sales rate decays by e every this long once it sells slower
+PACE_WINDOW_S = 0.5  # seconds: the shortest span a rate is measured over (one sale is not a spike)
+PACE_FLOOR = 0.05  # units per second: a rate below this is taken as 0 (the buffer ends, no more re-plans)
+PACE_RECHECK_S = 1.0  # seconds: while a buffer holds a shop's figure down, it is re-planned this often
+MAX_HEAR_LAG_S = 30.0  # seconds: a sale heard later than this is a backlog (resync, outage), not a lag
+MAX_PUSH_LAG_S = 5.0  # seconds: bound on one push-lag sample (a retried push is not a normal landing)
+DEFAULT_PUSH_LAG_S = 0.2  # seconds a figure takes to land on a shop not measured yet (beyond the debounce)
+LAG_SMOOTHING = 0.3  # weight of a new lag sample in the smoothed lag
 
 
 def configure(debounce_s: float) -> None:
@@ -58,17 +68,53 @@ async def queue_pushes_for_skus(session: AsyncSession, sku_ids: set[int]) -> Non
 outbox.on_stock_changed(queue_pushes_for_skus)
 
 
+def stored_policy(policy: dict) -> dict | None:
+    """The form a policy is kept in on the sku: ``mode``, ``shares`` and ``caps`` always (the body
+    clients have sent since the first version), the rules only where given; None for the default
+    (``shared`` with the sales-speed buffer on and no rule)."""
+    stored = {"mode": policy.get("mode", "shared"), "shares": dict(policy.get("shares") or {}),
+              "caps": dict(policy.get("caps") or {})}
+    stores = {key: {k: v for k, v in (rule or {}).items() if v is not None}
+              for key, rule in (policy.get("stores") or {}).items()}
+    if stores:
+        stored["stores"] = stores
+    if policy.get("lock"):
+        lock = dict(policy["lock"])
+        if isinstance(lock.get("until"), datetime):
+            lock["until"] = lock["until"].isoformat()
+        stored["lock"] = lock
+    if policy.get("sales_speed_buffer") is False:
+        stored["sales_speed_buffer"] = False
+    if stored == {"mode": "shared", "shares": {}, "caps": {}}:
+        return None
+    return stored
+
+
 async def set_allocation(session: AsyncSession, sku: Sku, policy: dict) -> None:
-    """Set what each shop is offered of ``sku`` (``mode`` shares or shared) and re-plan every shop of it
-    at once: the quotas are set afresh here, in the caller's transaction, so every shop's push sees
-    the new policy whole (never one shop's new part beside another's old one)."""
-    if policy["mode"] == "shares" and not any(policy["shares"].values()):
-        raise Invalid("shares: a shares policy needs at least one store with a positive weight")
-    for store_id in sorted({*policy["shares"], *policy["caps"]}):
-        if not store_id.isdigit() or await session.get(Store, int(store_id)) is None:
-            raise Invalid(f"shares/caps: no store {store_id!r}")
-    sku.allocation = policy if policy["mode"] != "shared" else None
+    """Set what each shop is offered of ``sku`` and re-plan every shop of it at once: the quotas are set
+    afresh here, in the caller's transaction, so every shop's push sees the new policy whole (never one
+    shop's new part beside another's old one). Nothing is changed when the policy is refused."""
+    problems = policy_problems(policy)
+    if problems:
+        raise Invalid("; ".join(problems))
+    lock = policy.get("lock") or None
+    named = {*(policy.get("shares") or {}), *(policy.get("caps") or {}), *(policy.get("stores") or {})}
+    if lock:
+        named.add(str(lock["store_id"]))
+    for store_id in sorted(named):
+        if not str(store_id).isdigit() or await session.get(Store, int(store_id)) is None:
+            field = "lock.store_id" if lock and str(store_id) == str(lock["store_id"]) else "shares/caps/stores"
+            raise Invalid(f"{field}: no store {store_id!r}")
+    stored = stored_policy(policy)
+    rules = Policy.of(stored)
+    if rules.lock is not None and rules.active_lock(utcnow()) is None:
+        raise Invalid("lock.until: the lock has already ended")
+    sku.allocation = stored
     await rebalance(session, sku)
+    if rules.lock is not None:
+        # The lock's end re-plans the sku even if nothing else moves then.
+        await handle_lock_ends.enqueue(session, {"sku_id": sku.id, "until": rules.lock.until.isoformat()},
+                                       run_after=rules.lock.until)
 
 
 async def rebalance(session: AsyncSession, sku: Sku) -> None:
@@ -78,18 +124,49 @@ async def rebalance(session: AsyncSession, sku: Sku) -> None:
                                       .execution_options(populate_existing=True))).scalars().all()
     for listing in listings:
         listing.quota = None  # settle_quotas then splits the available stock afresh
-    if sku.allocation:
-        await _settle(session, sku, listings)
+    await _settle(session, sku, listings, utcnow())
     await queue_stock_push(session, sku.id)
 
 
-async def _settle(session: AsyncSession, sku: Sku, listings: list[Listing]) -> None:
-    """Bring the quotas of ``sku``'s listings up to date with its available stock (share policy only)."""
+async def _settle(session: AsyncSession, sku: Sku, listings: list[Listing], now: datetime) -> None:
+    """Bring the quotas of ``sku``'s listings up to date with its available stock: every listing under
+    a share policy, an active lock's listings under the shared one (the locked units not sold yet)."""
     demands = [ShopDemand(l.id, l.store_id) for l in listings]
-    quotas = settle_quotas(sku.on_hand - sku.reserved, {l.id: l.quota for l in listings}, demands, sku.allocation)
+    quotas = settle_quotas(sku.on_hand - sku.reserved, {l.id: l.quota for l in listings}, demands,
+                           Policy.of(sku.allocation), now=now)
     for listing in listings:
         if listing.quota != quotas.get(listing.id):
             listing.quota = quotas.get(listing.id)
+
+
+async def _end_lock_if_over(session: AsyncSession, sku: Sku, now: datetime) -> bool:
+    """An ended lock is dropped from the policy and the sku re-planned (True when it was)."""
+    rules = Policy.of(sku.allocation)
+    if rules.lock is None or rules.active_lock(now) is not None:
+        return False
+    sku.allocation = stored_policy({k: v for k, v in (sku.allocation or {}).items() if k != "lock"})
+    log.info("allocation lock ended", extra={"sku": sku.sku, "store": rules.lock.store_id})
+    await rebalance(session, sku)
+    return True
+
+
+@job("stock.lock_ends", local=True, dedupe=lambda payload: f"stock.lock_ends:{payload['sku_id']}:{payload['until']}")
+async def handle_lock_ends(ctx: JobContext) -> Outcome:
+    """At a lock's end: drop it and re-plan every shop of the sku (a lock moved later waits again)."""
+    async with ctx.db.transaction() as session:
+        sku_id = int(ctx.job.payload["sku_id"])
+        await ledger.lock_skus(session, {sku_id})
+        sku = await session.get(Sku, sku_id)
+        if sku is None:
+            return Done("sku gone")
+        if await _end_lock_if_over(session, sku, utcnow()):
+            return Done("lock ended; re-planned")
+        lock = Policy.of(sku.allocation).lock
+        if lock is not None:
+            await handle_lock_ends.enqueue(session, {"sku_id": sku_id, "until": lock.until.isoformat()},
+                                           run_after=lock.until)
+            return Done("the lock lasts longer now")
+    return Done("no lock")
 
 
 async def queue_store_push(session: AsyncSession, store_id: int, *, force: bool = False,
@@ -113,6 +190,11 @@ class PlannedPush:
     delta: int | None = None  # an increment (STOCK_DELTA platforms), sent under ``key``
     key: str | None = None
     guarded: bool = False  # share policy: a raise waits for sales that may be unheard
+    # An absolute set computed from the platform's count read just before, to settle what a delta left
+    # unknown: "lost" (its answer never came; ``believed`` then assumes a raise landed and a cut did
+    # not, the reading that offers less) or "refused" (a cut the platform refused).
+    correction: str | None = None
+    refusal: str | None = None  # why the cut was refused ("refused" corrections), for the flag
 
 
 def outstanding(listing: Listing) -> int:
@@ -126,46 +208,80 @@ def _believed(listing: Listing) -> int | None:
     return None if listing.pushed_quantity is None else listing.pushed_quantity - listing.sold_since_push
 
 
-async def desired_quantities(session: AsyncSession, sku_ids: set[int]) -> dict[int, int]:
+def listing_pace(listing: Listing, now: datetime) -> float:
+    """The listing's sales rate now (units per second): its last estimate, decayed, or the rate of the
+    sales heard since, whichever is higher (``sales_pace``). Read without writing: the estimate is
+    kept on the row only where the row is locked anyway (a push's accounting, ``_fold_pace``)."""
+    since = listing.sales_rated_at or listing.pushed_at or listing.created_at
+    rate = sales_pace(listing.sales_rate if listing.sales_rated_at else 0.0, since,
+                      listing.sold_since_push - listing.sales_mark, now, tau_s=PACE_TAU_S, window_s=PACE_WINDOW_S)
+    return rate if rate >= PACE_FLOOR else 0.0
+
+
+def push_horizon(listing: Listing) -> float:
+    """Seconds from a change of stock to the listing's new figure landing on its shop."""
+    return listing.push_lag_s if listing.push_lag_s is not None else PUSH_DEBOUNCE_S + DEFAULT_PUSH_LAG_S
+
+
+async def desired_quantities(session: AsyncSession, sku_ids: set[int], *,
+                             buffered: set[int] | None = None) -> dict[int, int]:
     """Sellable quantity per listing id for every listing of ``sku_ids``, by each sku's policy.
 
-    Under a share policy a listing is offered its quota (less the store's safety stock): the shops'
-    own sales use quotas up, so sales that trail behind never move a figure. A raise is also capped by
-    the available stock less what the *other* listings still have outstanding, so a rebalance raises a
-    shop only once the shops whose part shrank were pushed down; a figure is never lowered below its
-    quota by that cap. The quotas are brought up to date here (the sku rows are locked first)."""
+    Under a share policy a listing is offered its quota (less the store's safety stock and the rule's
+    buffer): the shops' own sales use quotas up, so sales that trail behind never move a figure. A
+    raise is also capped by the available stock less what the *other* listings still have outstanding,
+    so a rebalance raises a shop only once the shops whose part shrank were pushed down; a figure is
+    never lowered below its quota by that cap. The quotas are brought up to date here (the sku rows are
+    locked first), and a lock that has ended is dropped and its sku re-planned.
+
+    Under ``shared`` (the default) every shop is offered the available stock less what the other shops
+    are expected to sell before its new figure lands (the sales-speed buffer, on unless the policy
+    turns it off): their sales rate times how late their sales reach us plus this listing's push
+    horizon. ``buffered`` collects the listings a buffer held down, to be re-planned as it decays."""
     if not sku_ids:
         return {}
+    now = utcnow()
     await ledger.lock_skus(session, sku_ids)
     skus = (await session.execute(select(Sku).where(Sku.id.in_(sku_ids)))).scalars().all()
     rows = (await session.execute(
         select(Listing, Store).join(Store, Store.id == Listing.store_id).where(Listing.sku_id.in_(sku_ids))
         .order_by(Listing.id).execution_options(populate_existing=True)
     )).all()
-    by_sku: dict[int, list[ShopDemand]] = {}
+    safety_of: dict[int, int] = {}
     listings_of: dict[int, list[Listing]] = {}
     for listing, store in rows:
-        safety = store.options.safety_stock
-        by_sku.setdefault(listing.sku_id, []).append(ShopDemand(listing.id, store.id, safety))
+        safety_of[listing.id] = store.options.safety_stock
         listings_of.setdefault(listing.sku_id, []).append(listing)
     result: dict[int, int] = {}
     for sku in skus:
         available = sku.on_hand - sku.reserved
         listings = listings_of.get(sku.id, [])
-        if (sku.allocation or {}).get("mode", "shared") == "shared":
-            for listing in listings:
-                if listing.quota is not None:
-                    listing.quota = None
-            result.update(allocate(available, by_sku.get(sku.id, []), None))
+        await _end_lock_if_over(session, sku, now)
+        policy = Policy.of(sku.allocation)
+        await _settle(session, sku, listings, now)
+        if not policy.quotas:
+            lock = policy.active_lock(now)
+            locked = [l.quota for l in listings if lock is not None and l.store_id == lock.store_id
+                      and l.quota is not None]
+            paces = {l.id: listing_pace(l, now) for l in listings}
+            demands = [ShopDemand(l.id, l.store_id, safety_of[l.id], rate=paces[l.id], hear_lag_s=l.hear_lag_s or 0.0,
+                                  horizon_s=push_horizon(l),
+                                  outstanding=None if l.pushed_quantity is None else outstanding(l))
+                       for l in listings]
+            result.update(allocate(available, demands, policy, now=now, lock_left=max(locked) if locked else None))
+            if buffered is not None and policy.sales_speed_buffer:
+                for l in listings:
+                    if any(paces[o.id] > 0 for o in listings
+                           if o.id != l.id and (lock is None or o.store_id != lock.store_id)):
+                        buffered.add(l.id)
             continue
-        await _settle(session, sku, listings)
-        safety = {d.listing_id: d.safety_stock for d in by_sku.get(sku.id, [])}
         committed = {l.id: outstanding(l) for l in listings}
         total = sum(committed.values())
         for listing in listings:
             # Sales learnt only from the platform's count have not used up the quota yet: they will
             # when their orders arrive; until then they are held back from the offer.
-            offer = max(0, (listing.quota or 0) - listing.unheard_sales - safety[listing.id])
+            offer = finish_offer((listing.quota or 0) - listing.unheard_sales - safety_of[listing.id],
+                                 policy.rule(listing.store_id))
             believed = _believed(listing)
             if believed is not None and offer > believed:
                 headroom = max(0, available - (total - committed[listing.id]))
@@ -175,7 +291,7 @@ async def desired_quantities(session: AsyncSession, sku_ids: set[int]) -> dict[i
 
 
 async def plan_store_push(session: AsyncSession, store_id: int, *, force: bool, cas: bool = False,
-                          delta: bool = False, idempotent: bool = False) -> list[PlannedPush]:
+                          delta: bool = False, idempotent: bool = False, read: bool = False) -> list[PlannedPush]:
     """Listings whose shop should be told a new figure.
 
     With compare-and-set under a share policy the shop's own count (pushed less sold since) is named
@@ -183,17 +299,21 @@ async def plan_store_push(session: AsyncSession, store_id: int, *, force: bool, 
     difference between the wanted figure and the shop's count as we believe it, which keeps the sales
     the shop made that we have not heard of; the delta and its idempotency key are written here,
     before anything is sent, so a retry sends the same delta under the same key. A delta whose answer
-    was lost is sent again only under its key (``idempotent``); elsewhere it is left flagged. The rest
-    are absolute figures (``push_store`` reads the shop's count just before setting one)."""
+    was lost is sent again only under its key (``idempotent``); elsewhere it is never sent again: where
+    the platform's count can be read (``read``) a correction is planned (an absolute set from that
+    count, ``push_store``), else the listing is left flagged. The rest are absolute figures
+    (``push_store`` reads the shop's count just before setting one)."""
     rows = (await session.execute(
         select(Listing, Sku.allocation).join(Sku, Sku.id == Listing.sku_id)
         .where(Listing.store_id == store_id, Listing.sku_id.is_not(None))
     )).all()
-    wanted = await desired_quantities(session, {listing.sku_id for listing, _ in rows})
+    buffered: set[int] = set()
+    wanted = await desired_quantities(session, {listing.sku_id for listing, _ in rows}, buffered=buffered)
     plan = []
-    for listing, policy in rows:
+    for listing, _ in rows:
         quantity = wanted.get(listing.id, 0)
-        shares = (policy or {}).get("mode", "shared") != "shared"
+        # The sku as desired_quantities left it (a lock that ended was dropped there).
+        shares = Policy.of((await session.get(Sku, listing.sku_id)).allocation).quotas
         believed = _believed(listing)
         if listing.pending_delta is not None and force and not idempotent:
             listing.pending_delta = listing.pending_delta_key = None  # an operator's absolute set settles it
@@ -203,7 +323,13 @@ async def plan_store_push(session: AsyncSession, store_id: int, *, force: bool, 
                                         dict(listing.listing_ref or {}), None, listing.sold_since_push,
                                         listing.pushed_quantity, believed, listing.pending_delta,
                                         listing.pending_delta_key, shares))
-            continue  # no key: never resent blind (the platform's count must be read first)
+            elif read and believed is not None:
+                # Never resent blind: whether it landed is read off the platform's count first.
+                plan.append(PlannedPush(listing.id, listing.external_sku_key, quantity, dict(listing.listing_ref or {}),
+                                        None, listing.sold_since_push, listing.pushed_quantity,
+                                        believed + max(0, listing.pending_delta), None, None, shares,
+                                        correction="lost"))
+            continue
         if delta and believed is not None and not force:
             if quantity != believed or listing.push_error:
                 if quantity == believed:
@@ -221,35 +347,60 @@ async def plan_store_push(session: AsyncSession, store_id: int, *, force: bool, 
             plan.append(PlannedPush(listing.id, listing.external_sku_key, quantity, dict(listing.listing_ref or {}),
                                     believed if guarded else None, listing.sold_since_push, listing.pushed_quantity,
                                     believed, None, None, shares))
+    if any(listing.id in buffered for listing, _ in rows):
+        # A sales-speed buffer holds a figure down: look again as the other shops' rates decay.
+        await queue_store_push(session, store_id, debounce_s=PACE_RECHECK_S)
     return plan
 
 
-async def _read_then_set(adapter, plan: list[PlannedPush]) -> tuple[list[PlannedPush], dict[str, int], list[PlannedPush]]:
-    """Blind-set platforms (WooCommerce): read the shops' counts just before the set, and set each to
-    its count moved by the change we want, so the sales the shop made that we have not heard of stay
-    taken. A raise waits while such sales exist (the count is below what we believe): they are
-    reported but not yet applied. The figure set is never above what we want (so never above the
-    available stock): a count above our belief means sales we heard of were overwritten by an
-    earlier set and sold again, and the belief goes negative through that oversell (a shop shows at
-    least 0, so it is taken as 0). Returns (to send, counts read, deferred)."""
-    counts = await adapter.fetch_stock([StockLevel(p.external_sku_key, p.quantity, p.listing_ref) for p in plan])
+async def _read_then_set(adapter, plan: list[PlannedPush], read_first: bool = True
+                         ) -> tuple[list[PlannedPush], dict[str, int], list[PlannedPush]]:
+    """Blind-set platforms (WooCommerce), and corrections on any platform: read the shops' counts just
+    before the set, and set each to its count moved by the change we want, so the sales the shop made
+    that we have not heard of stay taken. A raise waits while such sales exist (the count is below
+    what we believe): they are reported but not yet applied; a correction does not wait (it must
+    settle the delta now) but is then not raised above the count. The figure set is never above what
+    we want (so never above the available stock): a count above our belief means sales we heard of
+    were overwritten by an earlier set and sold again, and the belief goes negative through that
+    oversell (a shop shows at least 0, so it is taken as 0). Returns (to send, counts read, deferred);
+    a correction whose count could not be read is left out of both (it stays flagged)."""
+    reading = [p for p in plan if p.correction or (read_first and p.believed is not None)]
+    counts = await adapter.fetch_stock([StockLevel(p.external_sku_key, p.quantity, p.listing_ref)
+                                        for p in reading]) if reading else {}
     send, deferred = [], []
     for p in plan:
         count = counts.get(p.external_sku_key)
-        if count is None or p.believed is None:
+        if p not in reading or p.believed is None:
             send.append(p)
+            continue
+        if count is None:
+            if not p.correction:
+                send.append(p)
             continue
         believed = max(0, p.believed)
         change = p.quantity - believed
+        figure = max(0, min(p.quantity, count + change))
         if change > 0 and count < believed:
-            deferred.append(p)  # never raised while its reported sales may still be unheard
-            continue
-        send.append(PlannedPush(p.listing_id, p.external_sku_key, max(0, min(p.quantity, count + change)),
-                                p.listing_ref, None, p.sold_snapshot, p.previous, p.believed, None, None, p.guarded))
+            if not p.correction:
+                deferred.append(p)  # never raised while its reported sales may still be unheard
+                continue
+            figure = min(figure, count)
+        send.append(replace(p, quantity=figure, expected=None, delta=None, key=None))
     return send, counts, deferred
 
 
 UNHEARD_RETRY_S = 0.2  # seconds before a raise that waits for unheard sales is planned again
+
+
+@dataclass
+class _Round:
+    """What one round of a push sent and heard back."""
+
+    report: list[dict]
+    refused_cuts: list[tuple[int, str]] = field(default_factory=list)  # (listing id, the platform's words)
+    retry_after: float | None = None
+    conflicted: bool = False
+    auth_failed: str | None = None
 
 
 async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[list[dict], Outcome]:
@@ -264,26 +415,26 @@ async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[li
         cas = Capability.STOCK_COMPARE_AND_SET in capabilities
         delta = Capability.STOCK_DELTA in capabilities and not cas
         idempotent = Capability.STOCK_DELTA_IDEMPOTENT in capabilities
-        read_first = not cas and not delta and Capability.STOCK_READ in capabilities
-        plan = await plan_store_push(session, store_id, force=force, cas=cas, delta=delta, idempotent=idempotent)
+        readable = Capability.STOCK_READ in capabilities
+        read_first = not cas and not delta and readable
+        plan = await plan_store_push(session, store_id, force=force, cas=cas, delta=delta, idempotent=idempotent,
+                                     read=readable)
     if not plan:
         return [], Done("nothing to push")
-    outcome: Outcome = Done()
-    counts: dict[str, int] = {}
     deferred: list[PlannedPush] = []
     try:
         adapter = await connect(ctx.db, store, ctx.services.get("http"))
-        if read_first and any(p.believed is not None for p in plan):
-            plan, counts, deferred = await _read_then_set(adapter, plan)
-        levels = [StockLevel(p.external_sku_key, p.quantity, p.listing_ref, p.expected, p.delta, p.key) for p in plan]
-        results = await adapter.push_stock(levels) if levels else []
+        counts: dict[str, int] = {}
+        if any(p.correction for p in plan) or (read_first and any(p.believed is not None for p in plan)):
+            plan, counts, deferred = await _read_then_set(adapter, plan, read_first)
+        rounds = [await _send_and_account(ctx, store, capabilities, adapter, plan, counts)]
     except AdapterError as exc:
-        results = []
         error = str(exc)
         async with ctx.db.transaction() as session:
             for p in plan:
                 listing = await session.get(Listing, p.listing_id)
-                listing.push_error = error[:1000]
+                if listing is not None:
+                    listing.push_error = error[:1000]
         STOCK_PUSHES.labels(store.platform, "error").inc(len(plan))
         if isinstance(exc, TransientError):
             return [], Retry(exc.retry_after_s or 5.0, error)
@@ -292,19 +443,80 @@ async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[li
             return [], wait_for_authorization(store_id, exc)
         return [{"external_sku_key": p.external_sku_key, "quantity": p.quantity, "ok": False, "error": error}
                 for p in plan], Done(error)
+    if rounds[0].refused_cuts and readable:
+        rounds.append(await _correct_refused_cuts(ctx, store, capabilities, adapter, rounds[0].refused_cuts))
+    report = [row for r in rounds for row in r.report]
+    auth_failed = next((r.auth_failed for r in rounds if r.auth_failed), None)
+    if auth_failed is not None:
+        return report, wait_for_authorization(store_id, auth_failed)
+    if any(r.conflicted for r in rounds):
+        # The shop sold something we have not heard of: wait for its order, then push again.
+        return report, Retry(CONFLICT_RETRY_S, "compare-and-set conflict", counts=False)
+    retry_after = max((r.retry_after for r in rounds if r.retry_after is not None), default=None)
+    if retry_after is not None:
+        return report, Retry(retry_after, "some listings were throttled or unavailable")
+    if deferred:
+        return report, Retry(UNHEARD_RETRY_S, "a raise waits for sales the shop reported but we have not applied",
+                             counts=False)
+    return report, Done()
+
+
+async def _correct_refused_cuts(ctx: JobContext, store: Store, capabilities, adapter,
+                                refused: list[tuple[int, str]]) -> _Round:
+    """A refused cut (a Pinduoduo item in a promotion slot, Douyin's 库存不足): the shop sold what we
+    have not heard of, or will not go lower. Read its count, set what is left, and flag the listing."""
+    async with ctx.db.transaction() as session:
+        corrections = await _plan_refused(session, refused)
+    if not corrections:
+        return _Round([])
+    try:
+        corrections, counts, _ = await _read_then_set(adapter, corrections, False)
+        return await _send_and_account(ctx, store, capabilities, adapter, corrections, counts)
+    except AdapterError as exc:
+        async with ctx.db.transaction() as session:
+            for p in corrections:
+                listing = await session.get(Listing, p.listing_id)
+                if listing is not None:
+                    listing.push_error = (f"a cut was refused ({p.refusal}); reading the platform's count "
+                                          f"failed too: {exc}")[:1000]
+        return _Round([], retry_after=exc.retry_after_s if isinstance(exc, TransientError) else None)
+
+
+async def _plan_refused(session: AsyncSession, refused: list[tuple[int, str]]) -> list[PlannedPush]:
+    """Corrections for refused cuts: what each listing should show now, set from the count read next."""
+    listings = await ledger.lock_listings(session, Listing.id.in_([listing_id for listing_id, _ in refused]))
+    wanted = await desired_quantities(session, {l.sku_id for l in listings if l.sku_id is not None})
+    why = dict(refused)
+    plan = []
+    for listing in listings:
+        believed = _believed(listing)
+        if listing.sku_id is None or believed is None or listing.pending_delta is not None:
+            continue
+        plan.append(PlannedPush(listing.id, listing.external_sku_key, wanted.get(listing.id, 0),
+                                dict(listing.listing_ref or {}), None, listing.sold_since_push,
+                                listing.pushed_quantity, believed, correction="refused", refusal=why[listing.id]))
+    return plan
+
+
+async def _send_and_account(ctx: JobContext, store: Store, capabilities, adapter, plan: list[PlannedPush],
+                            counts: dict[str, int]) -> _Round:
+    """Send ``plan`` and write what the platform answered onto each listing, in one transaction."""
+    levels = [StockLevel(p.external_sku_key, p.quantity, p.listing_ref, p.expected, p.delta, p.key) for p in plan]
+    results = await adapter.push_stock(levels) if levels else []
     by_key = {r.external_sku_key: r for r in results}
-    report = []
-    retry_after = None
-    conflicted = False
-    auth_failed: str | None = None
+    done = _Round([])
     lowered_skus: set[int] = set()
     now = utcnow()
+    store_id = store.id
     async with ctx.db.transaction() as session:
         locked = {l.id: l for l in await ledger.lock_listings(session, Listing.id.in_([p.listing_id for p in plan]))}
+        hear_lag = _HearLag(session, store_id, now)
         for p in plan:
             listing = locked.get(p.listing_id)
             if listing is None:
                 continue  # deleted since the push was planned
+            sold_before = listing.sold_since_push
+            await _fold_pace(listing, now, hear_lag)
             result = by_key.get(p.external_sku_key)
             if result is not None and result.ok:
                 if p.guarded and p.believed is not None and p.quantity < p.believed:
@@ -323,6 +535,9 @@ async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[li
                     listing.pushed_quantity = p.quantity
                     listing.sold_since_push = max(0, heard - unheard)
                     listing.unheard_sales += max(0, unheard - heard)
+                    if p.correction == "lost":
+                        listing.pending_delta = None  # settled by the count: never sent again
+                        listing.pending_delta_key = None
                 else:
                     listing.pushed_quantity = p.quantity
                     # Sales heard of after planning happened after the set (a compare-and-set would have
@@ -331,9 +546,15 @@ async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[li
                 listing.platform_quantity = counts.get(p.external_sku_key, listing.platform_quantity)
                 listing.pushed_at = now
                 listing.push_error = None
+                if p.correction == "refused":
+                    # Left flagged for the operator: the shop would not go as low as asked.
+                    listing.push_error = (f"a cut was refused ({p.refusal}); the platform's count "
+                                          f"{counts.get(p.external_sku_key)} was read and {p.quantity} set")[:1000]
+                else:
+                    _sample_push_lag(listing, ctx, now)
                 STOCK_PUSHES.labels(store.platform, "ok").inc()
             elif result is not None and result.error_kind == "conflict":
-                conflicted = True
+                done.conflicted = True
                 STOCK_PUSHES.labels(store.platform, "conflict").inc()
                 if result.current_quantity is not None and _waited_too_long(ctx):
                     # The sales behind the difference never reached us (a lost webhook): believe the
@@ -351,36 +572,86 @@ async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[li
                 if p.delta is not None and (not transient or result.error_kind == "throttled"):
                     listing.pending_delta = None  # refused: it did not apply
                     listing.pending_delta_key = None
+                    if p.delta < 0 and result is not None and result.error_kind not in AUTH_KINDS \
+                            and result.error_kind != "throttled":
+                        done.refused_cuts.append((listing.id, error or "refused"))
                 elif p.delta is not None and not (Capability.STOCK_DELTA_IDEMPOTENT in capabilities):
                     error = f"the answer to a delta of {p.delta:+d} was lost; the platform's count must be read " \
                             f"before this listing is pushed again: {error}"
+                elif p.correction == "refused":
+                    error = f"a cut was refused ({p.refusal}) and so was setting {p.quantity} from the " \
+                            f"platform's count {counts.get(p.external_sku_key)}: {error}"
                 listing.push_error = (error or "failed")[:1000]
                 STOCK_PUSHES.labels(store.platform, "error").inc()
                 if transient:
-                    retry_after = max(retry_after or 0, result.retry_after_s or 5.0)
+                    done.retry_after = max(done.retry_after or 0, result.retry_after_s or 5.0)
                 if result is not None and result.error_kind in AUTH_KINDS:
-                    auth_failed = result.error or "token expired"
+                    done.auth_failed = result.error or "token expired"
+            # Whatever moved sold_since_push here is not a sale: the pace's mark moves with it.
+            listing.sales_mark += listing.sold_since_push - sold_before
             listing.updated_at = now
-            report.append({"listing_id": p.listing_id, "external_sku_key": p.external_sku_key,
-                           "quantity": p.quantity, "ok": bool(result and result.ok),
-                           "error": None if result and result.ok else (result.error if result else "no result")})
+            done.report.append({"listing_id": p.listing_id, "external_sku_key": p.external_sku_key,
+                                "quantity": p.quantity, "ok": bool(result and result.ok),
+                                "error": None if result and result.ok else (result.error if result else "no result")})
         for sku_id in lowered_skus:
             # Shops whose part was waiting on this one's going down can now be raised.
             other_stores = (await session.execute(select(Listing.store_id).where(
                 Listing.sku_id == sku_id, Listing.store_id != store_id).distinct())).scalars().all()
             for other in other_stores:
                 await queue_store_push(session, other)
-    if auth_failed is not None:
-        return report, wait_for_authorization(store_id, auth_failed)
-    if conflicted:
-        # The shop sold something we have not heard of: wait for its order, then push again.
-        return report, Retry(CONFLICT_RETRY_S, "compare-and-set conflict", counts=False)
-    if retry_after is not None:
-        outcome = Retry(retry_after, "some listings were throttled or unavailable")
-    elif deferred:
-        outcome = Retry(UNHEARD_RETRY_S, "a raise waits for sales the shop reported but we have not applied",
-                        counts=False)
-    return report, outcome
+    return done
+
+
+class _HearLag:
+    """How late a store's sales reach us, sampled from its newest orders: when each was applied
+    (created here) less when the buyer placed it. Read once per push, only if new sales were heard."""
+
+    def __init__(self, session: AsyncSession, store_id: int, now: datetime) -> None:
+        self.session, self.store_id, self.now = session, store_id, now
+        self.sampled = False
+        self.value: float | None = None
+
+    async def since(self, moment: datetime | None) -> float | None:
+        if not self.sampled:
+            self.sampled = True
+            rows = (await self.session.execute(
+                select(Order.placed_at, Order.created_at).where(Order.store_id == self.store_id)
+                .order_by(Order.id.desc()).limit(HEAR_LAG_ORDERS))).all()
+            lags = [(created - placed).total_seconds() for placed, created in rows
+                    if placed is not None and created is not None and (moment is None or created > moment)]
+            lags = [lag for lag in lags if 0 <= lag <= MAX_HEAR_LAG_S]
+            self.value = max(lags) if lags else None
+        return self.value
+
+
+HEAR_LAG_ORDERS = 50  # newest orders of a store looked at for its hearing lag
+
+
+async def _fold_pace(listing: Listing, now: datetime, hear_lag: _HearLag) -> None:
+    """Keep the listing's sales-pace estimate on its row (it is locked here), once per window."""
+    since = listing.sales_rated_at or listing.pushed_at or listing.created_at
+    if listing.sales_rated_at is not None and (now - since).total_seconds() < PACE_WINDOW_S:
+        return  # too soon: the sales heard since ride on to the next estimate
+    heard = listing.sold_since_push - listing.sales_mark
+    if heard > 0:
+        sample = await hear_lag.since(listing.sales_rated_at)
+        if sample is not None:
+            listing.hear_lag_s = sample if listing.hear_lag_s is None else \
+                (1 - LAG_SMOOTHING) * listing.hear_lag_s + LAG_SMOOTHING * sample
+    listing.sales_rate = listing_pace(listing, now)
+    listing.sales_rated_at = now
+    listing.sales_mark = listing.sold_since_push
+
+
+def _sample_push_lag(listing: Listing, ctx: JobContext, now: datetime) -> None:
+    """How long this figure took to land: from when the job's first change came due (its creation, or
+    its run time less the debounce when it was put off on purpose) to the platform's answer."""
+    job = ctx.job
+    put_off = None if job.run_after is None else job.run_after - timedelta(seconds=PUSH_DEBOUNCE_S)
+    became_due = max(t for t in (job.created_at, put_off) if t is not None)
+    sample = min(MAX_PUSH_LAG_S, max(0.0, (now - became_due).total_seconds()))
+    listing.push_lag_s = sample if listing.push_lag_s is None else \
+        (1 - LAG_SMOOTHING) * listing.push_lag_s + LAG_SMOOTHING * sample
 
 
 def _waited_too_long(ctx: JobContext) -> bool:

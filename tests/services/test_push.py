@@ -61,7 +61,15 @@ async def test_a_burst_of_changes_coalesces_into_one_push_per_store(shops, clien
     assert all(l["pushed_at"] for l in listings)
 
 
+async def _without_sales_speed_buffer(client) -> None:
+    """The shared policy with the sales-speed buffer off: every shop is told exactly what is available."""
+    r = await client.put("/v1/stock/GYNO-TEA-250G/allocation", headers=ADMIN,
+                         json={"mode": "shared", "sales_speed_buffer": False})
+    assert r.status_code == 200, r.text
+
+
 async def test_a_sale_updates_every_shop(shops, client, runner):
+    await _without_sales_speed_buffer(client)
     await runner.run_until_idle()
     shops[0].market.sell("tea-250", 4)
     await shops[0].deliver()
@@ -96,6 +104,7 @@ async def test_a_push_refused_by_compare_and_set_waits_for_the_sale_then_goes_th
 
 
 async def test_under_the_shared_policy_a_push_is_a_blind_set_that_lands_while_a_shop_sells(shops, client, runner):
+    await _without_sales_speed_buffer(client)
     await runner.run_until_idle()
     shops[1].market.sell("tea-250", 3)  # not heard of yet
     await receive(client, "GYNO-TEA-250G", 10)

@@ -276,6 +276,10 @@ async def test_a_blind_set_shop_oversold_through_a_race_is_never_raised_above_wh
     push_store = _wire(monkeypatch, adapters)
     ctx = _ctx(runner, settings)
     a, b = ids
+    # The race alone, without the sales-speed buffer (which would hold B lower for A's pace of sales).
+    r = await client.put(f"/v1/stock/{SKU}/allocation", headers=ADMIN,
+                         json={"mode": "shared", "sales_speed_buffer": False})
+    assert r.status_code == 200, r.text
     await receive(client, SKU, 10, "m-01")
     for i in ids:
         await push_store(ctx, i, force=False)
