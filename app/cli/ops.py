@@ -19,6 +19,7 @@ from app.config import get_settings
 from app.logging import configure_logging
 from app.models import Resync, Store
 from app.services import push
+from app.services.channels import Channels
 from app.services.connections import auth_state
 from app.services.errors import ServiceError
 from app.services.pull import create_resync
@@ -123,14 +124,17 @@ def worker(
         db = open_database(settings)
         runner = Runner(db, settings, default_handlers())
         scheduler = Scheduler(db, settings)
+        channels = Channels(db, settings)  # push channels, where configured; one replica per app consumes
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await runner.start()
         await scheduler.start()
+        channels.start()
         console.print(f"[green]worker {runner.worker_id} running[/green]")
         await stop.wait()
+        await channels.stop()
         await scheduler.stop()
         await runner.stop()
         await db.engine.dispose()
