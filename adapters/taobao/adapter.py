@@ -1,4 +1,5 @@
-"""The Taobao/Tmall adapter: pulls trades and refunds by modified time and pushes full stock.
+"""The Taobao/Tmall adapter: pulls trades and refunds by modified time and pushes stock, full figures or
+increments (a Tmall shop's under ``outer_biz_key``, applied once: ``settings.mall`` "tmall").
 
 TOP pushes through TMC (a binary WebSocket or consume/confirm polling, china.md 2.7), not HTTP
 webhooks, so this adapter declares no ``webhooks`` capability; polling is the source of truth.
@@ -6,7 +7,10 @@ webhooks, so this adapter declares no ``webhooks`` capability; polling is the so
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import string
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, ClassVar, Mapping, TypeVar
 from urllib.parse import urlencode
@@ -84,6 +88,33 @@ def _beijing_bounds(window: TimeWindow) -> tuple[str, str]:
     return to_beijing_str(window.start), to_beijing_str(end)
 
 
+def is_tmall(settings: Mapping[str, Any]) -> bool:
+    """Whether the store is a Tmall shop (``settings.mall`` "tmall"); Taobao is the default."""
+    return settings.get("mall") == "tmall"
+
+
+def outer_biz_key(key: str) -> str:
+    """Tmall's ``outer_biz_key`` for one increment: hex characters only. The core's keys are uuid4 hex and
+    pass as they are (dashes dropped); any other key is hashed into hex, the same key always the same."""
+    compact = key.replace("-", "").lower()
+    if compact and all(c in string.hexdigits for c in compact):
+        return compact
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+
+
+# What TOP answers to an outer_biz_key it has applied already is not in the facts (UNCONFIRMED): the doc
+# calls the key the idempotency key of an increment, so a repeat applies nothing. A success answer is then
+# done; so is a refusal that names the repeat (as Douyin's "[idempotent_id]重复，操作已执行" does).
+_REPEAT_WORDS = re.compile(r"重复|已存在|已处理|已执行|duplicat|already", re.IGNORECASE)
+_KEY_WORDS = re.compile(r"outer_biz_key|幂等|idempoten|请求|操作", re.IGNORECASE)
+
+
+def repeated_key(exc: PermanentError) -> bool:
+    """Whether TOP refused an increment because its ``outer_biz_key`` was used before (it is applied)."""
+    text = f"{exc.code or ''} {exc.message or ''}"
+    return bool(_REPEAT_WORDS.search(text) and _KEY_WORDS.search(text))
+
+
 class TaobaoAdapter(GatewayAdapter, Authorizing):
     platform: ClassVar[str] = PLATFORM
     # FEES: a finished trade carries its commission (taobao.bill.* is for self-developed merchants only).
@@ -125,13 +156,22 @@ class TaobaoAdapter(GatewayAdapter, Authorizing):
                                               lambda result: mapping.unwrap_list(result.get(key), key[:-1]))
         return Page([map_row(row) for row in rows], next_cursor)
 
+    @classmethod
+    def store_capabilities(cls, settings: Mapping[str, Any]) -> frozenset[Capability]:
+        """A Tmall shop (``settings.mall`` "tmall") takes increments under ``outer_biz_key``, applied once
+        however often they are sent; a Taobao shop's increments have no key (operations.md 4.2)."""
+        if is_tmall(settings):
+            return cls.capabilities | {Capability.STOCK_DELTA_IDEMPOTENT}
+        return cls.capabilities
+
     async def push_stock(self, levels: list[StockLevel]) -> list[PushResult]:
-        """One taobao.item.quantity.update per listing, a result each.
+        """One stock update per listing, a result each: tmall.item.quantity.update for a Tmall shop,
+        taobao.item.quantity.update for a Taobao one.
 
         taobao.skus.quantity.update could set 20 SKUs of one item per call, but one bad SKU would
         fail its whole batch and the per-listing result would be lost; the co-op's listings are few.
         """
-        return await push_each(levels, self._push_one)
+        return await push_each(levels, self._push_tmall if is_tmall(self.store.settings) else self._push_one)
 
     async def _push_one(self, level: StockLevel) -> PushResult | None:
         num_iid = level.listing_ref.get("num_iid")
@@ -147,6 +187,27 @@ class TaobaoAdapter(GatewayAdapter, Authorizing):
         if isinstance(answer.get("item"), dict):
             return None
         return refused(level, "taobao.item.quantity.update answered without an item")
+
+    async def _push_tmall(self, level: StockLevel) -> PushResult | None:
+        item_id = level.listing_ref.get("num_iid")
+        if not item_id:
+            return refused(level, "listing_ref needs num_iid (the Tmall item id)")
+        sku_id = level.listing_ref.get("sku_id") or None
+        sku = str(sku_id) if sku_id else None
+        if level.delta is not None:
+            key = outer_biz_key(level.idempotency_key) if level.idempotency_key else None
+            try:
+                answer = await self.client.tmall_item_quantity_update(str(item_id), sku, int(level.delta),
+                                                                      incremental=True, outer_biz_key=key)
+            except PermanentError as exc:
+                if key is None or not repeated_key(exc):
+                    raise
+                return None  # this increment was applied under its key before: done, not applied again
+        else:
+            answer = await self.client.tmall_item_quantity_update(str(item_id), sku, max(0, int(level.quantity)))
+        if answer.get("quantity_update_result") not in (None, ""):
+            return None
+        return refused(level, "tmall.item.quantity.update answered without quantity_update_result")
 
     # --- shipments (operations.md 1.2) ----------------------------------------------------------
 

@@ -153,6 +153,26 @@ class TopClient(GatewayClient):
         }, attempts=1 if incremental else IN_CALL_ATTEMPTS)  # an increment is never resent blind
         return self.unwrap(body, "item_quantity_update_response")
 
+    async def tmall_item_quantity_update(self, item_id: str, sku_id: str | None, quantity: int, *,
+                                         incremental: bool = False, outer_biz_key: str | None = None) -> dict[str, Any]:
+        """tmall.item.quantity.update (Tmall shops): ``options.type`` 1 sets the figure, 2 adds ``quantity``;
+        an increment carries ``options.outer_biz_key`` (hex only), under which Tmall applies it once, so
+        only an increment without a key is sent once and never repeated blind (operations.md 4.2).
+        ref: https://open.taobao.com/api.htm?docId=26178&docType=2"""
+        options: dict[str, Any] = {"type": 2 if incremental else 1}
+        if incremental and outer_biz_key:
+            options["outer_biz_key"] = outer_biz_key
+        business: dict[str, Any] = {"item_id": item_id, "options": options}
+        if sku_id:
+            # One lookup mode per call (the doc warns that mixing sku_id, properties and outer_id is undefined).
+            business["sku_quantities"] = [{"sku_id": int(sku_id) if sku_id.isdigit() else sku_id, "quantity": quantity}]
+        else:
+            business["item_quantity"] = quantity  # an item without SKUs
+        keyless_increment = incremental and not outer_biz_key
+        body = await self.call("tmall.item.quantity.update", business,
+                               attempts=1 if keyless_increment else IN_CALL_ATTEMPTS)
+        return self.unwrap(body, "tmall_item_quantity_update_response")
+
     # --- shipments (operations.md 1.2) -----------------------------------------------------------
 
     async def trade_shipping_get(self, tid: str) -> dict[str, Any]:

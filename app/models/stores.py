@@ -45,6 +45,7 @@ class StoreSettings(BaseModel):
     location_id: Annotated[str, Setting(max_length=64)] | int | None = None
     status_map: dict[Annotated[str, Setting(max_length=64)], Annotated[str, Setting(max_length=32)]] | None = None
     sign_method: Literal["md5", "hmac", "hmac-sha256"] | None = None
+    mall: Literal["taobao", "tmall"] | None = None  # a Taobao store that is a Tmall shop: Tmall's stock API
     refund_amount_unit: Literal["yuan", "fen"] | None = None
     page_size: Annotated[int, Setting(ge=1, le=1000)] | None = None
 
