@@ -13,7 +13,7 @@ from app.domain.allocation import policy_problems
 from app.models import (DeliveryAttempt, InboxItem, Listing, Order, OrderLine, Refund, RefundLine, Resync, Settlement,
                         Sku, StockMovement, Store, StoreSettings)
 
-from pydantic import model_validator
+from pydantic import model_serializer, model_validator
 
 from app.models import Carrier, CarrierCode, Shipment, ShipmentLine
 
@@ -170,9 +170,15 @@ class AllocationPublic(_PublicModel):
     mode: str
     shares: dict[str, int]
     caps: dict[str, int]
-    stores: dict[str, dict[str, int]] | None = None
-    lock: dict[str, Any] | None = None
-    sales_speed_buffer: bool | None = None
+    stores: dict[str, dict[str, int]] | None = Field(None, description="Rules per store id, where set.")
+    lock: dict[str, Any] | None = Field(None, description="The live-stream lock, where set (ended locks are dropped).")
+    sales_speed_buffer: bool | None = Field(None, description="false where the buffer was turned off.")
+
+    @model_serializer(mode="wrap")
+    def _as_stored(self, handler):
+        # The policy as stored: rules that were not set are left out, not answered as null.
+        return {k: v for k, v in handler(self).items() if v is not None or k not in ("stores", "lock",
+                                                                                     "sales_speed_buffer")}
 
 
 class StockListingPublic(_PublicModel):
