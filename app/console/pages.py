@@ -270,7 +270,10 @@ async def stock_allocation(sku: str, ctx: Annotated[Ctx, Depends(action("stock:w
             row = (await session.execute(select(Sku).where(Sku.sku == sku).with_for_update())).scalar_one_or_none()
             if row is None:
                 raise ServiceError(f"no sku {sku}")
-            await set_allocation(session, row, {"mode": mode, "shares": shares if mode == "shares" else {},
+            # The editor sets mode, weights and caps; per-store rules, a lock and the sales-speed buffer
+            # switch set through the API are kept as they are.
+            kept = {k: v for k, v in (row.allocation or {}).items() if k in ("stores", "lock", "sales_speed_buffer")}
+            await set_allocation(session, row, {**kept, "mode": mode, "shares": shares if mode == "shares" else {},
                                                 "caps": caps if mode == "shares" else {}})
     except ServiceError as exc:
         return back(f"/console/stock/{sku}", error=exc.detail)

@@ -274,3 +274,23 @@ async def test_a_cut_refused_on_an_item_in_a_promotion_slot_is_flagged_with_the_
     [listing] = await _listings(db)
     assert "在资源位上的商品不能减少库存" in listing.push_error and "setting 6" in listing.push_error
     assert (listing.pushed_quantity, listing.pending_delta) == (10, None)
+
+
+# -- the console's editor ------------------------------------------------------------------------------
+
+
+async def test_the_console_editor_keeps_rules_set_through_the_api(client, db):
+    from tests.console.seed import seed
+    from tests.console.test_pages import sign_in
+
+    s = await seed(db)
+    csrf = await sign_in(client)
+    rules = {"stores": {str(s.store_id): {"buffer": 3, "delist_below": 2}}, "sales_speed_buffer": False}
+    r = await client.put("/v1/stock/TEA/allocation", json={"mode": "shared", **rules}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    r = await client.post("/console/stock/TEA/allocation", data={"csrf": csrf, "mode": "shares",
+                                                                   f"share:{s.store_id}": "70"})
+    assert r.status_code == 303 and "error" not in r.headers["location"], r.headers["location"]
+    async with db.read() as session:
+        stored = (await session.execute(select(Sku.allocation).where(Sku.sku == "TEA"))).scalar_one()
+    assert stored == {"mode": "shares", "shares": {str(s.store_id): 70}, "caps": {}, **rules}
