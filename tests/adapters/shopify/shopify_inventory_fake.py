@@ -58,6 +58,14 @@ class FakeInventory:
             return self._read(variables)
         raise AssertionError(f"unexpected GraphQL document: {query}")
 
+    def rest_levels(self, request: httpx.Request) -> httpx.Response:
+        """``GET inventory_levels.json`` (the adapter's ``fetch_stock``): the same counts over Admin REST."""
+        items = request.url.params.get("inventory_item_ids", "").split(",")
+        locations = request.url.params.get("location_ids", "").split(",")
+        levels = [{"inventory_item_id": int(item), "location_id": int(location), "available": count}
+                  for (item, location), count in self.available.items() if item in items and location in locations]
+        return httpx.Response(200, json={"inventory_levels": levels})
+
     def _read(self, variables: dict[str, Any]) -> httpx.Response:
         self.reads.append(variables)
         answer = _load("inventory_item_available_graphql_constructed.json")
