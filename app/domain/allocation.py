@@ -330,19 +330,26 @@ def settle_quotas(available: int, quotas: dict[int, int | None], listings: list[
 
 
 def sales_pace(rate: float, rated_at: datetime | None, heard: int, now: datetime, *,
-               tau_s: float, window_s: float) -> float:
+               tau_s: float, window_s: float, longest_s: float, first_heard_at: datetime | None = None) -> float:
     """A listing's sales rate (units per second) from its last estimate and the units heard since.
 
-    A peak-hold that decays: the estimate rises at once to the average rate over the units heard since
-    ``rated_at`` (over at least ``window_s``, so one unit heard a millisecond after the last estimate
-    is not a thousand units a second), and otherwise decays by ``exp(-elapsed / tau_s)``. Rising fast
-    and falling slowly errs on the side that holds more back: a rate under-estimated at the start of a
-    flash sale is what oversells, one over-estimated for a few seconds after it only offers less."""
+    A peak-hold that decays: the estimate rises at once to the rate of the units heard since
+    ``rated_at``, and otherwise decays by ``exp(-elapsed / tau_s)``. The units heard are spread over
+    the time since ``rated_at``, but over at least ``window_s`` (one unit heard a millisecond after
+    the last estimate is not a thousand units a second) and at most ``longest_s`` (a burst after a
+    quiet hour is a burst, not the hour's average). Rising fast and falling slowly errs on the side
+    that holds more back: a rate under-estimated at the start of a flash sale is what oversells; one
+    over-estimated for a few seconds after a sale (or after a lone sale) only offers a little less.
+    ``first_heard_at``: when the first of the units heard was heard, where known (the span then starts
+    there: the first estimate of a burst is not diluted by the quiet before it)."""
     if rated_at is None:
         return max(0, heard) / window_s
     elapsed = max(0.0, (now - rated_at).total_seconds())
     decayed = max(0.0, rate) * math.exp(-elapsed / tau_s)
-    return max(decayed, max(0, heard) / max(elapsed, window_s))
+    span = elapsed
+    if first_heard_at is not None and first_heard_at > rated_at:
+        span = max(0.0, (now - first_heard_at).total_seconds())
+    return max(decayed, max(0, heard) / min(max(span, window_s), max(window_s, longest_s)))
 
 
 def _grow(quotas: dict[int, int], room: dict[int, int | None], given: dict[int, int]) -> int:

@@ -37,7 +37,8 @@ CONFLICT_RETRY_S = 0.05  # seconds before a push refused by compare-and-set is t
 CONFLICT_PATIENCE_S = 10.0  # seconds of conflicts before the platform's own count is believed
 # The sales-speed buffer (DESIGN "Live-stream stock"; app/domain/allocation.py sales_pace):
 PACE_TAU_S = 5.0  # seconds: a shop's sales rate decays by e every this long once it sells slower
-PACE_WINDOW_S = 0.5  # seconds: the shortest span a rate is measured over (one sale is not a spike)
+PACE_WINDOW_S = 0.2  # seconds: the shortest span a rate is measured over (one sale is not a spike)
+PACE_LONGEST_S = 1.0  # seconds: the longest span units heard at once are spread over (a burst is a burst)
 PACE_FLOOR = 0.05  # units per second: a rate below this is taken as 0 (the buffer ends, no more re-plans)
 PACE_RECHECK_S = 1.0  # seconds: while a buffer holds a shop's figure down, it is re-planned this often
 MAX_HEAR_LAG_S = 30.0  # seconds: a sale heard later than this is a backlog (resync, outage), not a lag
@@ -208,13 +209,14 @@ def _believed(listing: Listing) -> int | None:
     return None if listing.pushed_quantity is None else listing.pushed_quantity - listing.sold_since_push
 
 
-def listing_pace(listing: Listing, now: datetime) -> float:
+def listing_pace(listing: Listing, now: datetime, first_heard_at: datetime | None = None) -> float:
     """The listing's sales rate now (units per second): its last estimate, decayed, or the rate of the
     sales heard since, whichever is higher (``sales_pace``). Read without writing: the estimate is
     kept on the row only where the row is locked anyway (a push's accounting, ``_fold_pace``)."""
     since = listing.sales_rated_at or listing.pushed_at or listing.created_at
     rate = sales_pace(listing.sales_rate if listing.sales_rated_at else 0.0, since,
-                      listing.sold_since_push - listing.sales_mark, now, tau_s=PACE_TAU_S, window_s=PACE_WINDOW_S)
+                      listing.sold_since_push - listing.sales_mark, now, tau_s=PACE_TAU_S, window_s=PACE_WINDOW_S,
+                      longest_s=PACE_LONGEST_S, first_heard_at=first_heard_at)
     return rate if rate >= PACE_FLOOR else 0.0
 
 
@@ -223,8 +225,8 @@ def push_horizon(listing: Listing) -> float:
     return listing.push_lag_s if listing.push_lag_s is not None else PUSH_DEBOUNCE_S + DEFAULT_PUSH_LAG_S
 
 
-async def desired_quantities(session: AsyncSession, sku_ids: set[int], *,
-                             buffered: set[int] | None = None) -> dict[int, int]:
+async def desired_quantities(session: AsyncSession, sku_ids: set[int], *, buffered: set[int] | None = None,
+                             fold: bool = False) -> dict[int, int]:
     """Sellable quantity per listing id for every listing of ``sku_ids``, by each sku's policy.
 
     Under a share policy a listing is offered its quota (less the store's safety stock and the rule's
@@ -237,7 +239,9 @@ async def desired_quantities(session: AsyncSession, sku_ids: set[int], *,
     Under ``shared`` (the default) every shop is offered the available stock less what the other shops
     are expected to sell before its new figure lands (the sales-speed buffer, on unless the policy
     turns it off): their sales rate times how late their sales reach us plus this listing's push
-    horizon. ``buffered`` collects the listings a buffer held down, to be re-planned as it decays."""
+    horizon. ``buffered`` collects the listings a buffer held down, to be re-planned as it decays;
+    ``fold``: the caller locked every listing of ``sku_ids`` (before the skus, the order every locker
+    keeps), and their sales-pace estimates are written back."""
     if not sku_ids:
         return {}
     now = utcnow()
@@ -249,9 +253,13 @@ async def desired_quantities(session: AsyncSession, sku_ids: set[int], *,
     )).all()
     safety_of: dict[int, int] = {}
     listings_of: dict[int, list[Listing]] = {}
+    hear_lags: dict[int, _HearLag] = {}
     for listing, store in rows:
         safety_of[listing.id] = store.options.safety_stock
         listings_of.setdefault(listing.sku_id, []).append(listing)
+        if fold:
+            hear_lag = hear_lags.setdefault(listing.store_id, _HearLag(session, listing.store_id, now))
+            await _fold_pace(listing, now, hear_lag)
     result: dict[int, int] = {}
     for sku in skus:
         available = sku.on_hand - sku.reserved
@@ -308,7 +316,11 @@ async def plan_store_push(session: AsyncSession, store_id: int, *, force: bool, 
         .where(Listing.store_id == store_id, Listing.sku_id.is_not(None))
     )).all()
     buffered: set[int] = set()
-    wanted = await desired_quantities(session, {listing.sku_id for listing, _ in rows}, buffered=buffered)
+    sku_ids = {listing.sku_id for listing, _ in rows}
+    # Every listing of these skus (other shops' too) is locked first, before desired_quantities locks the
+    # skus (the order the apply path keeps too): their quotas and sales paces are written here.
+    await ledger.lock_listings(session, Listing.sku_id.in_(sorted(sku_ids)))
+    wanted = await desired_quantities(session, sku_ids, buffered=buffered, fold=True)
     plan = []
     for listing, _ in rows:
         quantity = wanted.get(listing.id, 0)
@@ -348,12 +360,14 @@ async def plan_store_push(session: AsyncSession, store_id: int, *, force: bool, 
                                     believed if guarded else None, listing.sold_since_push, listing.pushed_quantity,
                                     believed, None, None, shares))
     if any(listing.id in buffered for listing, _ in rows):
-        # A sales-speed buffer holds a figure down: look again as the other shops' rates decay.
-        await queue_store_push(session, store_id, debounce_s=PACE_RECHECK_S)
+        # A sales-speed buffer holds a figure down: look again as the other shops' rates decay. A job of
+        # its own: a stock.push put off this long would hold back the pushes of every sale until then
+        # (a queued push absorbs the later ones).
+        await handle_pace_recheck.enqueue(session, {"store_id": store_id}, run_after=later(PACE_RECHECK_S))
     return plan
 
 
-async def _read_then_set(adapter, plan: list[PlannedPush], read_first: bool = True
+async def _read_then_set(adapter, plan: list[PlannedPush], read_first: bool = True, *, assume_empty: bool = False
                          ) -> tuple[list[PlannedPush], dict[str, int], list[PlannedPush]]:
     """Blind-set platforms (WooCommerce), and corrections on any platform: read the shops' counts just
     before the set, and set each to its count moved by the change we want, so the sales the shop made
@@ -363,10 +377,14 @@ async def _read_then_set(adapter, plan: list[PlannedPush], read_first: bool = Tr
     we want (so never above the available stock): a count above our belief means sales we heard of
     were overwritten by an earlier set and sold again, and the belief goes negative through that
     oversell (a shop shows at least 0, so it is taken as 0). Returns (to send, counts read, deferred);
-    a correction whose count could not be read is left out of both (it stays flagged)."""
+    a correction whose count could not be read is left out of both (it stays flagged). ``assume_empty``:
+    the platform cannot be read, every count is taken as 0 (refused cuts, ``_correct_refused_cuts``)."""
     reading = [p for p in plan if p.correction or (read_first and p.believed is not None)]
-    counts = await adapter.fetch_stock([StockLevel(p.external_sku_key, p.quantity, p.listing_ref)
-                                        for p in reading]) if reading else {}
+    if assume_empty:
+        counts = {p.external_sku_key: 0 for p in reading}
+    else:
+        counts = await adapter.fetch_stock([StockLevel(p.external_sku_key, p.quantity, p.listing_ref)
+                                            for p in reading]) if reading else {}
     send, deferred = [], []
     for p in plan:
         count = counts.get(p.external_sku_key)
@@ -385,7 +403,10 @@ async def _read_then_set(adapter, plan: list[PlannedPush], read_first: bool = Tr
                 deferred.append(p)  # never raised while its reported sales may still be unheard
                 continue
             figure = min(figure, count)
-        send.append(replace(p, quantity=figure, expected=None, delta=None, key=None))
+        refusal = p.refusal
+        if assume_empty and refusal is not None:
+            refusal += "; the count cannot be read on this platform and was taken as 0"
+        send.append(replace(p, quantity=figure, expected=None, delta=None, key=None, refusal=refusal))
     return send, counts, deferred
 
 
@@ -443,8 +464,9 @@ async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[li
             return [], wait_for_authorization(store_id, exc)
         return [{"external_sku_key": p.external_sku_key, "quantity": p.quantity, "ok": False, "error": error}
                 for p in plan], Done(error)
-    if rounds[0].refused_cuts and readable:
-        rounds.append(await _correct_refused_cuts(ctx, store, capabilities, adapter, rounds[0].refused_cuts))
+    if rounds[0].refused_cuts:
+        rounds.append(await _correct_refused_cuts(ctx, store, capabilities, adapter, rounds[0].refused_cuts,
+                                                  readable))
     report = [row for r in rounds for row in r.report]
     auth_failed = next((r.auth_failed for r in rounds if r.auth_failed), None)
     if auth_failed is not None:
@@ -462,15 +484,20 @@ async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[li
 
 
 async def _correct_refused_cuts(ctx: JobContext, store: Store, capabilities, adapter,
-                                refused: list[tuple[int, str]]) -> _Round:
+                                refused: list[tuple[int, str]], readable: bool) -> _Round:
     """A refused cut (a Pinduoduo item in a promotion slot, Douyin's 库存不足): the shop sold what we
-    have not heard of, or will not go lower. Read its count, set what is left, and flag the listing."""
+    have not heard of, or will not go lower. Read its count, set what is left, and flag the listing.
+    Where the count cannot be read it is taken as 0, and 0 is set: a cut refused for going below zero
+    means the shop has less than the cut, so nothing of what we want is left (an increment cannot go
+    below zero on any of these platforms); a shop that refuses any cut refuses that too, and stays
+    flagged. Taking the count as 0 counts every unit we believe it showed as sold unheard, which can
+    only make later figures smaller, never larger."""
     async with ctx.db.transaction() as session:
         corrections = await _plan_refused(session, refused)
     if not corrections:
         return _Round([])
     try:
-        corrections, counts, _ = await _read_then_set(adapter, corrections, False)
+        corrections, counts, _ = await _read_then_set(adapter, corrections, False, assume_empty=not readable)
         return await _send_and_account(ctx, store, capabilities, adapter, corrections, counts)
     except AdapterError as exc:
         async with ctx.db.transaction() as session:
@@ -548,8 +575,8 @@ async def _send_and_account(ctx: JobContext, store: Store, capabilities, adapter
                 listing.push_error = None
                 if p.correction == "refused":
                     # Left flagged for the operator: the shop would not go as low as asked.
-                    listing.push_error = (f"a cut was refused ({p.refusal}); the platform's count "
-                                          f"{counts.get(p.external_sku_key)} was read and {p.quantity} set")[:1000]
+                    listing.push_error = (f"a cut was refused ({p.refusal}); {p.quantity} was set from the "
+                                          f"platform's count {counts.get(p.external_sku_key)}")[:1000]
                 else:
                     _sample_push_lag(listing, ctx, now)
                 STOCK_PUSHES.labels(store.platform, "ok").inc()
@@ -579,7 +606,7 @@ async def _send_and_account(ctx: JobContext, store: Store, capabilities, adapter
                     error = f"the answer to a delta of {p.delta:+d} was lost; the platform's count must be read " \
                             f"before this listing is pushed again: {error}"
                 elif p.correction == "refused":
-                    error = f"a cut was refused ({p.refusal}) and so was setting {p.quantity} from the " \
+                    error = f"a cut was refused ({p.refusal}), and so was setting {p.quantity} from the " \
                             f"platform's count {counts.get(p.external_sku_key)}: {error}"
                 listing.push_error = (error or "failed")[:1000]
                 STOCK_PUSHES.labels(store.platform, "error").inc()
@@ -604,24 +631,24 @@ async def _send_and_account(ctx: JobContext, store: Store, capabilities, adapter
 
 class _HearLag:
     """How late a store's sales reach us, sampled from its newest orders: when each was applied
-    (created here) less when the buyer placed it. Read once per push, only if new sales were heard."""
+    (created here) less when the buyer placed it; and when the first of them since a moment was
+    applied. Read once per plan or push, only where new sales were heard."""
 
     def __init__(self, session: AsyncSession, store_id: int, now: datetime) -> None:
         self.session, self.store_id, self.now = session, store_id, now
-        self.sampled = False
-        self.value: float | None = None
+        self.rows: list | None = None
 
-    async def since(self, moment: datetime | None) -> float | None:
-        if not self.sampled:
-            self.sampled = True
-            rows = (await self.session.execute(
+    async def since(self, moment: datetime | None) -> tuple[float | None, datetime | None]:
+        """(the longest hearing lag, the first applied) among the orders applied after ``moment``."""
+        if self.rows is None:
+            self.rows = (await self.session.execute(
                 select(Order.placed_at, Order.created_at).where(Order.store_id == self.store_id)
                 .order_by(Order.id.desc()).limit(HEAR_LAG_ORDERS))).all()
-            lags = [(created - placed).total_seconds() for placed, created in rows
-                    if placed is not None and created is not None and (moment is None or created > moment)]
-            lags = [lag for lag in lags if 0 <= lag <= MAX_HEAR_LAG_S]
-            self.value = max(lags) if lags else None
-        return self.value
+        new = [(placed, created) for placed, created in self.rows
+               if created is not None and (moment is None or created > moment)]
+        lags = [(created - placed).total_seconds() for placed, created in new if placed is not None]
+        lags = [lag for lag in lags if 0 <= lag <= MAX_HEAR_LAG_S]
+        return (max(lags) if lags else None), min((created for _, created in new), default=None)
 
 
 HEAR_LAG_ORDERS = 50  # newest orders of a store looked at for its hearing lag
@@ -633,12 +660,13 @@ async def _fold_pace(listing: Listing, now: datetime, hear_lag: _HearLag) -> Non
     if listing.sales_rated_at is not None and (now - since).total_seconds() < PACE_WINDOW_S:
         return  # too soon: the sales heard since ride on to the next estimate
     heard = listing.sold_since_push - listing.sales_mark
+    first_heard_at = None
     if heard > 0:
-        sample = await hear_lag.since(listing.sales_rated_at)
+        sample, first_heard_at = await hear_lag.since(listing.sales_rated_at)
         if sample is not None:
             listing.hear_lag_s = sample if listing.hear_lag_s is None else \
                 (1 - LAG_SMOOTHING) * listing.hear_lag_s + LAG_SMOOTHING * sample
-    listing.sales_rate = listing_pace(listing, now)
+    listing.sales_rate = listing_pace(listing, now, first_heard_at)
     listing.sales_rated_at = now
     listing.sales_mark = listing.sold_since_push
 
@@ -663,3 +691,11 @@ def _waited_too_long(ctx: JobContext) -> bool:
 async def handle_stock_push(ctx: JobContext) -> Outcome:
     _, outcome = await push_store(ctx, int(ctx.job.payload["store_id"]), force=bool(ctx.job.payload.get("force")))
     return outcome
+
+
+@job("stock.pace_recheck", local=True, dedupe=per_store("stock.pace_recheck"))
+async def handle_pace_recheck(ctx: JobContext) -> Outcome:
+    """Queue a push of the store, whose figures a sales-speed buffer held down a while ago."""
+    async with ctx.db.transaction() as session:
+        await queue_store_push(session, int(ctx.job.payload["store_id"]))
+    return Done()

@@ -235,9 +235,17 @@ def test_a_policy_is_checked_as_a_whole():
 
 
 def test_a_sales_pace_rises_at_once_and_decays_slowly():
-    assert sales_pace(0.0, NOW, 30, NOW + timedelta(seconds=1), tau_s=5, window_s=0.5) == 30.0
-    # One unit heard a millisecond later is not a thousand units a second.
-    assert sales_pace(0.0, NOW, 1, NOW + timedelta(milliseconds=1), tau_s=5, window_s=0.5) == 2.0
-    decayed = sales_pace(30.0, NOW, 0, NOW + timedelta(seconds=5), tau_s=5, window_s=0.5)
-    assert 11.0 < decayed < 11.1  # 30 / e
-    assert sales_pace(30.0, NOW, 200, NOW + timedelta(seconds=2), tau_s=5, window_s=0.5) == 100.0
+    def pace(rate, heard, seconds):
+        return sales_pace(rate, NOW, heard, NOW + timedelta(seconds=seconds), tau_s=5, window_s=0.5, longest_s=2)
+
+    assert pace(0.0, 30, 1) == 30.0
+    assert pace(0.0, 1, 0.001) == 2.0  # one unit heard a millisecond later is not a thousand a second
+    assert 11.0 < pace(30.0, 0, 5) < 11.1  # 30 / e
+    assert pace(30.0, 200, 2) == 100.0
+    assert pace(0.0, 200, 3600) == 100.0  # a burst after a quiet hour is a burst
+
+
+def test_the_first_estimate_of_a_burst_is_not_diluted_by_the_quiet_before_it():
+    burst_began = NOW + timedelta(seconds=59.5)
+    assert sales_pace(0.0, NOW, 150, NOW + timedelta(seconds=60), tau_s=5, window_s=0.2, longest_s=1,
+                      first_heard_at=burst_began) == 300.0
