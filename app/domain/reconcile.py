@@ -15,7 +15,8 @@ from typing import Literal
 from sqlalchemy import case, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from adapters.base import REPLACEMENT_GOES_OUT, AfterSaleDetail, OrderSnapshot, OrderStatus, RefundSnapshot
+from adapters.base import REPLACEMENT_GOES_OUT, AfterSaleDetail, OrderLineSnapshot, OrderSnapshot, OrderStatus
+from adapters.base import RefundSnapshot
 from adapters.base import RefundStatus
 from adapters.errors import DependencyNotReady
 from app.db import before_commit, is_sqlite
@@ -146,24 +147,15 @@ async def lock_for_binding(session: AsyncSession, store_id: int, keys: list[str]
         await ledger.lock_skus(session, sku_ids)
 
 
-async def upsert_order(session: AsyncSession, store: Store, snap: OrderSnapshot, *, via: str = "webhook") -> Result:
-    order = (await session.execute(
-        select(Order).where(Order.store_id == store.id, Order.external_id == snap.external_id).with_for_update()
-    )).scalar_one_or_none()
-    created = order is None
-    if order is not None:
-        newer = snap.updated_at > order.platform_updated_at
-        same_time_moves_on = (snap.updated_at == order.platform_updated_at
-                              and _RANK[OrderStatus(snap.status)] > _RANK[OrderStatus(order.status)])
-        if not newer and not same_time_moves_on:
-            # Stale or repeated snapshot: nothing changes (out-of-order delivery, duplicate, resync).
-            refunds_changed = await _apply_embedded_refunds(session, store, order, snap, via)
-            return Result("updated" if refunds_changed else "unchanged", order_id=order.id)
-    if order is None:
-        order = Order(store_id=store.id, platform=store.platform, external_id=snap.external_id, status=snap.status,
-                      currency=snap.currency, total_minor=snap.total_minor, platform_updated_at=snap.updated_at,
-                      seen_via=via)
-        session.add(order)
+def new_order(store: Store, snap: OrderSnapshot, via: str, make=Order) -> Order:
+    """A new order row for ``snap``; ``make`` builds it (the set-based apply passes a plain record)."""
+    return make(store_id=store.id, platform=store.platform, external_id=snap.external_id, status=snap.status,
+                currency=snap.currency, total_minor=snap.total_minor, platform_updated_at=snap.updated_at,
+                seen_via=via)
+
+
+def fill_order(order: Order, snap: OrderSnapshot) -> None:
+    """Take a newer snapshot's fields (the set-based apply fills new orders with this too)."""
     order.status = str(snap.status)
     order.currency = snap.currency
     order.total_minor = snap.total_minor
@@ -182,6 +174,45 @@ async def upsert_order(session: AsyncSession, store: Store, snap: OrderSnapshot,
     order.raw = snap.raw
     order.updated_at = utcnow()
 
+
+def new_line(order_id: int | None, index: int, line_snap: OrderLineSnapshot, make=OrderLine) -> OrderLine:
+    return make(order_id=order_id, line_no=index + 1, external_line_id=line_snap.external_line_id,
+                quantity=line_snap.quantity, unit_price_minor=line_snap.unit_price_minor,
+                total_minor=line_snap.total_minor)
+
+
+def fill_line(line: OrderLine, line_snap: OrderLineSnapshot, key: str | None, listing: Listing | None) -> None:
+    line.external_sku_key = key
+    line.merchant_sku = line_snap.merchant_sku
+    line.title = (line_snap.title or "")[:500] or None
+    line.quantity = line_snap.quantity
+    line.unit_price_minor = line_snap.unit_price_minor
+    line.discount_minor = line_snap.discount_minor
+    line.total_minor = line_snap.total_minor
+    line.shipped_quantity = line_snap.shipped_quantity
+    line.listing_ref = dict(line_snap.listing_ref or {})
+    if line.sku_id is None and listing is not None and listing.sku_id is not None:
+        line.sku_id = listing.sku_id
+
+
+async def upsert_order(session: AsyncSession, store: Store, snap: OrderSnapshot, *, via: str = "webhook") -> Result:
+    order = (await session.execute(
+        select(Order).where(Order.store_id == store.id, Order.external_id == snap.external_id).with_for_update()
+    )).scalar_one_or_none()
+    created = order is None
+    if order is not None:
+        newer = snap.updated_at > order.platform_updated_at
+        same_time_moves_on = (snap.updated_at == order.platform_updated_at
+                              and _RANK[OrderStatus(snap.status)] > _RANK[OrderStatus(order.status)])
+        if not newer and not same_time_moves_on:
+            # Stale or repeated snapshot: nothing changes (out-of-order delivery, duplicate, resync).
+            refunds_changed = await _apply_embedded_refunds(session, store, order, snap, via)
+            return Result("updated" if refunds_changed else "unchanged", order_id=order.id)
+    if order is None:
+        order = new_order(store, snap, via)
+        session.add(order)
+    fill_order(order, snap)
+
     if created:
         await session.flush()  # one INSERT with every field set; the lines need its id
         existing: dict = {}
@@ -193,26 +224,14 @@ async def upsert_order(session: AsyncSession, store: Store, snap: OrderSnapshot,
         listing = await resolve_listing(session, store.id, key, line_snap.merchant_sku, line_snap.listing_ref)
         line = existing.get(line_snap.external_line_id)
         if line is None:
-            line = OrderLine(order_id=order.id, line_no=index + 1, external_line_id=line_snap.external_line_id,
-                             quantity=line_snap.quantity, unit_price_minor=line_snap.unit_price_minor,
-                             total_minor=line_snap.total_minor)
+            line = new_line(order.id, index, line_snap)
             session.add(line)
             existing[line.external_line_id] = line
             if snap.status != OrderStatus.CANCELLED and key is not None:
                 # The shop took these units off its own count when it sold them.
                 line.platform_held = line_snap.quantity
                 await platform_count_changed(session, store.id, key, line_snap.quantity)
-        line.external_sku_key = key
-        line.merchant_sku = line_snap.merchant_sku
-        line.title = (line_snap.title or "")[:500] or None
-        line.quantity = line_snap.quantity
-        line.unit_price_minor = line_snap.unit_price_minor
-        line.discount_minor = line_snap.discount_minor
-        line.total_minor = line_snap.total_minor
-        line.shipped_quantity = line_snap.shipped_quantity
-        line.listing_ref = dict(line_snap.listing_ref or {})
-        if line.sku_id is None and listing is not None and listing.sku_id is not None:
-            line.sku_id = listing.sku_id
+        fill_line(line, line_snap, key, listing)
     if snap.status == OrderStatus.CANCELLED:
         for line in existing.values():
             if line.platform_held and line.shipped_qty == 0 and line.external_sku_key:

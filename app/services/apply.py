@@ -7,6 +7,7 @@ What cannot be parsed or applied is kept as ``failed`` with its reason and can b
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -23,8 +24,8 @@ from adapters.errors import (
     TransientError,
 )
 from app.db import is_transient_db_error
-from app.domain import ledger
-from app.domain.reconcile import lock_for_snapshots, upsert_order, upsert_refund
+from app.domain import ledger, new_orders
+from app.domain.reconcile import listing_key, lock_for_snapshots, upsert_order, upsert_refund
 from app.metrics import INBOX_APPLIED
 from app.models import InboxItem, Store
 from app.models.base import utcnow
@@ -192,20 +193,93 @@ async def _load(ctxs: list[JobContext]) -> list[tuple[InboxItem | None, Store | 
 
 
 async def handle_inbox_batch(ctxs: list[JobContext]) -> list[Outcome]:
-    """Apply several rows in one transaction (one commit for the lot, a savepoint per row)."""
+    """Apply several rows in one transaction (one commit for the lot): runs of new orders set-based,
+    the rest row by row, each in a savepoint, in the rows' order."""
     loaded = await _load(ctxs)
     prepared = [await prepare(ctx, row, store) for ctx, (row, store) in zip(ctxs, loaded)]
-    async with ctxs[0].db.transaction() as session:
+    return await apply_batch(ctxs[0].db, prepared)
+
+
+async def apply_batch(db, prepared: list[Prepared]) -> list[Outcome]:
+    """Apply prepared rows in one transaction; an outcome per row, in order."""
+    async with db.transaction() as session:
         # The rows first, in id order, read afresh under their lock: another worker may have applied
         # one since it was loaded. Kept in the session for the batch (its identity map holds weakly).
         ids = sorted({p.inbox_id for p in prepared if p.outcome is None})
         session.info["inbox_rows"] = {r.id: r for r in (await session.execute(
             select(InboxItem).where(InboxItem.id.in_(ids)).order_by(InboxItem.id).with_for_update()
             .execution_options(populate_existing=True))).scalars()} if ids else {}
-        if not ctxs[0].db.is_sqlite:
+        if not db.is_sqlite:
             await lock_for_snapshots(session, [(p.store_id, p.orders, p.refunds) for p in prepared
                                                if p.outcome is None and p.failure is None and p.store_id is not None])
+        return await apply_in_order(session, prepared)
+
+
+def _plain(session: AsyncSession, prepared: Prepared) -> bool:
+    """A row that may join a set-based run: pending, parsed, orders only, nothing to refetch."""
+    row = session.info["inbox_rows"].get(prepared.inbox_id)
+    return (prepared.outcome is None and prepared.failure is None and prepared.store_id is not None
+            and row is not None and row.status == "pending" and not prepared.refunds
+            and not prepared.refresh_orders)
+
+
+def _touched_keys(prepared: Prepared) -> set[tuple[int, str]]:
+    """The listings a row applied one by one may create or change (its lines', an exchange's)."""
+    keys: set[tuple[int, str]] = set()
+    for snap in prepared.orders:
+        keys |= new_orders.line_keys(prepared.store_id, snap)
+    for refund in [*prepared.refunds, *(r for o in prepared.orders for r in o.refunds)]:
+        for line in refund.lines:
+            keys.add((prepared.store_id, listing_key(line.replacement_sku_key, line.replacement_merchant_sku)))
+            keys.add((prepared.store_id, listing_key(line.external_sku_key, line.merchant_sku)))
+    return keys
+
+
+async def apply_in_order(session: AsyncSession, prepared: list[Prepared]) -> list[Outcome]:
+    """Apply the batch in its order: consecutive rows whose orders are all new and simple go together
+    (``new_orders``), every other row goes alone (``apply_prepared``). Whether a row fits is decided
+    when its turn comes, after the rows before it applied, so it sees what row by row would show it."""
+    plain = [p for p in prepared if _plain(session, p)]
+    if len(plain) < 2:
         return [await apply_prepared(session, p) for p in prepared]
+    held = await new_orders.read_held(session, [(p.store_id, snap) for p in plain for snap in p.orders])
+    # An order named twice in the batch (by any row) goes the row-by-row way each time.
+    seen = Counter((p.store_id, snap.external_id) for p in prepared if p.outcome is None and p.failure is None
+                   for snap in p.orders)
+    plain_ids = {id(p) for p in plain}
+    outcomes: dict[int, Outcome] = {}
+    run: list[Prepared] = []
+    for p in prepared:
+        if id(p) in plain_ids and all(seen[(p.store_id, snap.external_id)] == 1
+                                      and new_orders.fits(held, p.store_id, snap) for snap in p.orders):
+            run.append(p)
+            continue
+        if run:
+            await _apply_together(session, run, held)
+            outcomes.update((id(r), Done()) for r in run)
+            run = []
+        outcomes[id(p)] = await apply_prepared(session, p)
+        # What it may have created or changed is read again for the rows after it.
+        await new_orders.refresh_held(session, held, _touched_keys(p), [(p.store_id, r.order_external_id)
+                                                                        for r in p.refunds])
+    if run:
+        await _apply_together(session, run, held)
+        outcomes.update((id(r), Done()) for r in run)
+    return [outcomes[id(p)] for p in prepared]
+
+
+async def _apply_together(session: AsyncSession, run: list[Prepared], held: new_orders.Held) -> None:
+    stores: dict[int, Store] = session.info.setdefault("inbox_stores", {})
+    for store_id in {p.store_id for p in run} - stores.keys():
+        stores[store_id] = await session.get(Store, store_id)
+    await new_orders.insert_new_orders(session, held, [(stores[p.store_id], snap, "webhook")
+                                                      for p in run for snap in p.orders])
+    now = utcnow()
+    rows = session.info["inbox_rows"]
+    for p in run:
+        row = rows[p.inbox_id]
+        row.status, row.error, row.attempts, row.processed_at = "done", None, row.attempts + 1, now
+    INBOX_APPLIED.labels("done").inc(len(run))
 
 
 # Short, lock-free jobs that arrive in floods: the runner claims and applies them in batches.

@@ -63,7 +63,7 @@ RETURNING id
 
 REAP_EVERY_S = 5.0  # seconds between passes over expired leases, per worker loop
 TIMEOUT_SHARE_OF_LEASE = 0.9  # a job is cut off before its lease runs out, whatever job_timeout_s says
-BATCH_SIZE = 16  # jobs claimed and recorded per transaction, for kinds declared with a batch handler
+BATCH_SIZE = 64  # jobs claimed and recorded per transaction, for kinds declared with a batch handler
 
 # A stalled job whose queued twin (same dedupe key) exists is superseded by it: the twin plans from
 # the state at its own run, so nothing is lost, and requeuing would break the one-queued-per-key index.

@@ -270,7 +270,16 @@ async def test_a_poison_row_in_a_batch_does_not_hold_back_the_others(shop, clien
             raise RuntimeError("a bug in one mapping")
         return await real(session, store, snap, **kw)
 
+    real_together = inbox.new_orders.insert_new_orders
+
+    async def together_broken_too(session, held, work):
+        if any(snap.external_id == poison for _, snap, _ in work):
+            raise RuntimeError("a bug in one mapping")
+        return await real_together(session, held, work)
+
+    # The same bug on both paths: the set-based run fails whole, and its rows are applied one by one.
     monkeypatch.setattr(inbox, "upsert_order", sometimes_broken)
+    monkeypatch.setattr(inbox.new_orders, "insert_new_orders", together_broken_too)
     await runner.run_until_idle()
     async with db.read() as session:
         statuses = (await session.execute(select(InboxItem.status).order_by(InboxItem.id))).scalars().all()
@@ -312,6 +321,8 @@ async def test_a_row_rolled_back_after_reserving_leaves_no_stale_stock_for_the_n
         return result
 
     monkeypatch.setattr(inbox, "upsert_order", fails_after_reserving)
+    # Row by row (each in a savepoint of the batch's transaction), as updates and refunds are applied.
+    monkeypatch.setattr(inbox.new_orders, "fits", lambda held, store_id, snap: False)
     await runner.run_until_idle()
     r = await client.get("/v1/orders", params={"oversold": "true"}, headers=ADMIN)
     assert r.json()["items"] == []  # the third order saw the rolled-back reservation undone
