@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -15,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.base import Capability, OrderSnapshot, Page, RefundSnapshot, TimeWindow
 from adapters.errors import AdapterError, AuthExpiredError, ThrottledError, TransientError
-from app.domain import ledger
-from app.db import is_sqlite
+from app.domain import ledger, new_orders
+from app.db import is_sqlite, is_transient_db_error
 from app.domain.reconcile import lock_for_snapshots, upsert_order, upsert_refund
 from app.models import Order, Refund, Resync, Store, SyncCursor
 from app.models.base import utcnow
@@ -111,26 +112,82 @@ async def apply_items(session, store: Store, resource: str, items: list, counts:
     for snap in extra_orders:
         async with session.begin_nested():
             await upsert_order(session, store, snap, via=via)
+    fresh = await _Together.start(session, store, items, via) if resource == "orders" and not extra_orders else None
     for snap in items:
         counts.fetched += 1
         if _not_newer(snap, held.get(snap.external_id)):
             counts.unchanged += 1  # what upsert_* would conclude, without its locks and savepoint
             continue
+        if fresh is not None:
+            if fresh.takes(snap):
+                continue
+            await fresh.flush(counts)
+        await _apply_one(session, store, resource, snap, counts, via)
+        if fresh is not None:
+            await fresh.seen_alone(snap)
+    if fresh is not None:
+        await fresh.flush(counts)
+
+
+class _Together:
+    """New orders of a page that go the set-based way (``new_orders``), in runs between the records
+    applied one by one; a run that fails is applied one by one, so a poison record fails alone."""
+
+    def __init__(self, session, store: Store, via: str, held: new_orders.Held, seen: Counter) -> None:
+        self.session, self.store, self.via, self.held, self.seen = session, store, via, held, seen
+        self.run: list[OrderSnapshot] = []
+
+    @classmethod
+    async def start(cls, session, store: Store, items: list, via: str) -> "_Together":
+        held = await new_orders.read_held(session, [(store.id, snap) for snap in items])
+        return cls(session, store, via, held, Counter(snap.external_id for snap in items))
+
+    def takes(self, snap: OrderSnapshot) -> bool:
+        if self.seen[snap.external_id] == 1 and new_orders.fits(self.held, self.store.id, snap):
+            self.run.append(snap)
+            return True
+        return False
+
+    async def flush(self, counts: Counts) -> None:
+        run, self.run = self.run, []
+        if not run:
+            return
         try:
-            try:
-                async with session.begin_nested():
-                    if resource == "orders":
-                        result = await upsert_order(session, store, snap, via=via)
-                    else:
-                        result = await upsert_refund(session, store, snap, via=via, wait_for_order=False)
-            except BaseException:
-                ledger.forget_locks(session)  # the savepoint's stock changes are gone
-                raise
-            setattr(counts, result.change, getattr(counts, result.change) + 1)
-        except (AdapterError, ValueError) as exc:
-            counts.failed += 1
-            counts.errors.append(f"{getattr(snap, 'external_id', '?')}: {exc}"[:300])
-            log.warning("pulled record failed", extra={"store_id": store.id, "error": str(exc)[:300]})
+            async with self.session.begin_nested():
+                await new_orders.insert_new_orders(self.session, self.held, [(self.store, s, self.via) for s in run])
+            counts.created += len(run)
+            return
+        except Exception as exc:
+            ledger.forget_locks(self.session)
+            if is_transient_db_error(exc):
+                raise  # the database's trouble (a lock, a race): the page is tried again as it is
+            log.warning("set-based apply of %d pulled orders failed; applying them one by one", len(run),
+                        exc_info=True)
+        for snap in run:
+            await _apply_one(self.session, self.store, "orders", snap, counts, self.via)
+
+    async def seen_alone(self, snap: OrderSnapshot) -> None:
+        """A record applied one by one may have created or changed listings the next ones use."""
+        await new_orders.refresh_held(self.session, self.held, new_orders.line_keys(self.store.id, snap), [])
+
+
+async def _apply_one(session, store: Store, resource: str, snap, counts: Counts, via: str) -> None:
+    """One record in a savepoint of its own; a failure is counted, not raised."""
+    try:
+        try:
+            async with session.begin_nested():
+                if resource == "orders":
+                    result = await upsert_order(session, store, snap, via=via)
+                else:
+                    result = await upsert_refund(session, store, snap, via=via, wait_for_order=False)
+        except BaseException:
+            ledger.forget_locks(session)  # the savepoint's stock changes are gone
+            raise
+        setattr(counts, result.change, getattr(counts, result.change) + 1)
+    except (AdapterError, ValueError) as exc:
+        counts.failed += 1
+        counts.errors.append(f"{getattr(snap, 'external_id', '?')}: {exc}"[:300])
+        log.warning("pulled record failed", extra={"store_id": store.id, "error": str(exc)[:300]})
 
 
 async def _held_versions(session, store_id: int, resource: str, items: list) -> dict[str, tuple]:

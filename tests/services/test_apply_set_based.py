@@ -9,6 +9,7 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from sqlalchemy import select
 
@@ -214,3 +215,50 @@ async def test_a_listing_changed_by_a_row_applied_alone_sends_later_rows_of_it_a
     state = await _state(db, store_id, skus)
     assert ("W", 5, 3) in state["skus"]  # both lines bound to W through the merchant code, both reserved
 
+
+
+async def _pull(db, store_id: int, pages: list[list[OrderSnapshot]]) -> list[dict]:
+    from app.services.pull import Counts, apply_items
+
+    summaries = []
+    for page in pages:
+        counts = Counts()
+        async with db.transaction() as session:
+            store = await session.get(Store, store_id)
+            await apply_items(session, store, "orders", page, counts, via="resync")
+        summaries.append({k: getattr(counts, k) for k in ("fetched", "created", "updated", "unchanged", "failed")})
+    return summaries
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=st.lists(order_st, min_size=2, max_size=14), stock=STOCK, cut=st.integers(min_value=1, max_value=13))
+async def test_a_pulled_page_applies_exactly_as_record_by_record_would(db, batch, stock, cut):
+    lines: dict[str, list] = {}
+    snapshots = [_order(e, lines) for e in batch]
+    states, summaries = [], []
+    for together in (False, True):
+        store_id, skus, tag = await _world(db, stock)
+        tagged = [_tagged(s, tag) for s in snapshots]
+        pages = [tagged[:cut], tagged[cut:]] if cut < len(tagged) else [tagged]
+        with pytest.MonkeyPatch.context() as patch:
+            if not together:
+                patch.setattr(new_orders, "fits", lambda held, store_id, snap: False)
+            summaries.append(await _pull(db, store_id, pages))
+        states.append(await _state(db, store_id, skus, tag))
+    assert summaries[0] == summaries[1]
+    assert {k: v for k, v in states[0].items() if k != "inbox"} == {k: v for k, v in states[1].items() if k != "inbox"}
+
+
+async def test_a_pulled_run_that_fails_is_applied_record_by_record(db, monkeypatch):
+    store_id, skus, _ = await _world(db, (10, 10))
+
+    async def broken(session, held, work):
+        raise RuntimeError("a bug in the set-based path")
+
+    monkeypatch.setattr(new_orders, "insert_new_orders", broken)
+    lines: dict[str, list] = {}
+    page = [_order({"order": f"p{i}", "status": OrderStatus.PAID, "minute": 0, "lines": [("bound-a", 1)]}, lines)
+            for i in range(4)]
+    assert await _pull(db, store_id, [page]) == [{"fetched": 4, "created": 4, "updated": 0, "unchanged": 0, "failed": 0}]
+    state = await _state(db, store_id, skus)
+    assert ("A", 10, 4) in state["skus"] and len(state["orders"]) == 4
