@@ -18,6 +18,7 @@ from pydantic_core import PydanticUndefined
 from sqlalchemy.orm.attributes import set_committed_value
 
 from adapters.base import OrderSnapshot, OrderStatus
+from app.db import is_sqlite
 from app.domain import ledger
 from app.domain.outbox import note_stock_changed
 from app.domain.reconcile import fill_line, fill_order, listing_key, new_line, new_order
@@ -153,6 +154,22 @@ _RESERVE = (
 )
 
 
+async def _insert(session: AsyncSession, table, rows: list[dict]) -> list[int]:
+    """Insert ``rows`` with multi-row statements; their new ids, in the rows' order.
+
+    PostgreSQL: RETURNING in parameter order (SQLAlchemy's sentinel). SQLite would insert row by row
+    for that; instead, under the writer lock this transaction holds, each row of a multi-row INSERT
+    gets the largest rowid so far plus one (no AUTOINCREMENT on these keys), so the ids, sorted, are
+    in the rows' order: checked to be consecutive, or the batch fails and is applied row by row."""
+    if not is_sqlite(session):
+        return list((await session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows))
+                    .scalars())
+    ids = sorted((await session.execute(insert(table).returning(table.c.id), rows)).scalars())
+    if len(ids) != len(rows) or (ids and ids[-1] - ids[0] != len(ids) - 1):
+        raise RuntimeError(f"{table.name}: new ids are not consecutive; cannot tell which row got which")
+    return ids
+
+
 async def insert_new_orders(session: AsyncSession, held: Held, work: list[tuple[Store, OrderSnapshot, str]]) -> list[int]:
     """Write ``work`` (store, snapshot that ``fits``, via) in order: the orders, their lines and the
     reservations of paid lines, each table in one statement. Returns the new order ids."""
@@ -206,17 +223,12 @@ async def insert_new_orders(session: AsyncSession, held: Held, work: list[tuple[
     for index, order in enumerate(orders):
         order.has_unbound = any(line.sku_id is None for line in by_order.get(index, []))
 
-    order_table, line_table = Order.__table__, OrderLine.__table__
-    order_ids = list((await session.execute(
-        insert(order_table).returning(order_table.c.id, sort_by_parameter_order=True),
-        [_row(order, _ORDER_COLUMNS) for order in orders])).scalars())
+    order_ids = await _insert(session, Order.__table__, [_row(order, _ORDER_COLUMNS) for order in orders])
     line_ids: list[int] = []
     if lines:
         for index, line in lines:
             line.order_id = order_ids[index]
-        line_ids = list((await session.execute(
-            insert(line_table).returning(line_table.c.id, sort_by_parameter_order=True),
-            [_row(line, _LINE_COLUMNS) for _, line in lines])).scalars())
+        line_ids = await _insert(session, OrderLine.__table__, [_row(line, _LINE_COLUMNS) for _, line in lines])
     if takes:
         movements = []
         running = {sku_id: locked[sku_id].reserved for sku_id in reserved}

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import select
+from sqlalchemy.orm import load_only
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.base import OrderDeleted, OrderNotice, OrderSnapshot, RefundNotice, RefundSnapshot, WebhookDelivery
@@ -208,6 +209,8 @@ async def apply_batch(db, prepared: list[Prepared]) -> list[Outcome]:
         ids = sorted({p.inbox_id for p in prepared if p.outcome is None})
         session.info["inbox_rows"] = {r.id: r for r in (await session.execute(
             select(InboxItem).where(InboxItem.id.in_(ids)).order_by(InboxItem.id).with_for_update()
+            .options(load_only(InboxItem.id, InboxItem.store_id, InboxItem.status, InboxItem.attempts,
+                               InboxItem.error, InboxItem.processed_at))  # not the bodies, read already
             .execution_options(populate_existing=True))).scalars()} if ids else {}
         if not db.is_sqlite:
             await lock_for_snapshots(session, [(p.store_id, p.orders, p.refunds) for p in prepared
