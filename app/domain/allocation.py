@@ -221,14 +221,17 @@ def finish_offer(part: int, rule: StoreRule) -> int:
 
 def expected_sales(others: list[ShopDemand], horizon_s: float) -> int:
     """Units ``others`` are expected to sell before a figure that lands in ``horizon_s`` seconds takes
-    effect: each one's rate times (how late its sales reach us + the horizon), never more than it can
-    still sell. Rounded up: a fraction of a unit held back is a unit held back."""
+    effect: each one's rate times how late its sales reach us (sold already, not heard of yet), plus its
+    rate times the longer of the two horizons (the units both shops show stay on offer in both until
+    this figure has landed and the other's own figure has come down), the latter never more than it
+    can still sell. Rounded up: a fraction of a unit held back is a unit held back."""
     total = 0.0
     for o in others:
-        units = max(0.0, o.rate) * (max(0.0, o.hear_lag_s) + max(0.0, horizon_s))
+        rate = max(0.0, o.rate)
+        ahead = rate * max(0.0, horizon_s, o.horizon_s)
         if o.outstanding is not None:
-            units = min(units, max(0, o.outstanding))
-        total += units
+            ahead = min(ahead, max(0, o.outstanding))
+        total += rate * max(0.0, o.hear_lag_s) + ahead
     return math.ceil(total - 1e-9) if total > 0 else 0
 
 

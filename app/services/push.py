@@ -44,7 +44,8 @@ PACE_RECHECK_S = 1.0  # seconds: while a buffer holds a shop's figure down, it i
 MAX_HEAR_LAG_S = 30.0  # seconds: a sale heard later than this is a backlog (resync, outage), not a lag
 MAX_PUSH_LAG_S = 5.0  # seconds: bound on one push-lag sample (a retried push is not a normal landing)
 DEFAULT_PUSH_LAG_S = 0.2  # seconds a figure takes to land on a shop not measured yet (beyond the debounce)
-LAG_SMOOTHING = 0.3  # weight of a new lag sample in the smoothed lag
+UNHEARD_HOLD_S = 5.0  # seconds a raise waits at least for sales known only from a shop's count to arrive
+LAG_SMOOTHING = 0.3  # weight of a new lag sample in the smoothed lag (which a longer sample replaces at once)
 
 
 def configure(debounce_s: float) -> None:
@@ -220,6 +221,15 @@ def listing_pace(listing: Listing, now: datetime, first_heard_at: datetime | Non
     return rate if rate >= PACE_FLOOR else 0.0
 
 
+def _unheard_hold(listing: Listing) -> datetime:
+    """Until when a delta platform's listing with sales known only from its count is not raised: long
+    enough for their orders to arrive (twice its hearing lag, at least UNHEARD_HOLD_S) after the figure
+    that counted them was set. Past it, what is still unheard is taken as not coming soon; it stays
+    counted against the listing (a figure too low, never too high)."""
+    since = listing.pushed_at or listing.updated_at
+    return since + timedelta(seconds=max(UNHEARD_HOLD_S, 2 * (listing.hear_lag_s or 0.0)))
+
+
 def push_horizon(listing: Listing) -> float:
     """Seconds from a change of stock to the listing's new figure landing on its shop."""
     return listing.push_lag_s if listing.push_lag_s is not None else PUSH_DEBOUNCE_S + DEFAULT_PUSH_LAG_S
@@ -316,6 +326,7 @@ async def plan_store_push(session: AsyncSession, store_id: int, *, force: bool, 
         .where(Listing.store_id == store_id, Listing.sku_id.is_not(None))
     )).all()
     buffered: set[int] = set()
+    now = utcnow()
     sku_ids = {listing.sku_id for listing, _ in rows}
     # Every listing of these skus (other shops' too) is locked first, before desired_quantities locks the
     # skus (the order the apply path keeps too): their quotas and sales paces are written here.
@@ -343,6 +354,11 @@ async def plan_store_push(session: AsyncSession, store_id: int, *, force: bool, 
                                         correction="lost"))
             continue
         if delta and believed is not None and not force:
+            if quantity > believed and listing.unheard_sales > 0 and (held_until := _unheard_hold(listing)) > now:
+                # Units the shop sold are known from its count but their orders have not arrived: the
+                # available stock still counts them, so a raise now would offer them again. It waits.
+                await handle_pace_recheck.enqueue(session, {"store_id": store_id}, run_after=held_until)
+                continue
             if quantity != believed or listing.push_error:
                 if quantity == believed:
                     continue
@@ -664,8 +680,7 @@ async def _fold_pace(listing: Listing, now: datetime, hear_lag: _HearLag) -> Non
     if heard > 0:
         sample, first_heard_at = await hear_lag.since(listing.sales_rated_at)
         if sample is not None:
-            listing.hear_lag_s = sample if listing.hear_lag_s is None else \
-                (1 - LAG_SMOOTHING) * listing.hear_lag_s + LAG_SMOOTHING * sample
+            listing.hear_lag_s = _smoothed_lag(listing.hear_lag_s, sample)
     listing.sales_rate = listing_pace(listing, now, first_heard_at)
     listing.sales_rated_at = now
     listing.sales_mark = listing.sold_since_push
@@ -678,8 +693,15 @@ def _sample_push_lag(listing: Listing, ctx: JobContext, now: datetime) -> None:
     put_off = None if job.run_after is None else job.run_after - timedelta(seconds=PUSH_DEBOUNCE_S)
     became_due = max(t for t in (job.created_at, put_off) if t is not None)
     sample = min(MAX_PUSH_LAG_S, max(0.0, (now - became_due).total_seconds()))
-    listing.push_lag_s = sample if listing.push_lag_s is None else \
-        (1 - LAG_SMOOTHING) * listing.push_lag_s + LAG_SMOOTHING * sample
+    listing.push_lag_s = _smoothed_lag(listing.push_lag_s, sample)
+
+
+def _smoothed_lag(previous: float | None, sample: float) -> float:
+    """A lag that rises at once to a longer sample and comes down slowly over shorter ones: a lag
+    under-estimated under load is what oversells (the same bias as the sales pace)."""
+    if previous is None:
+        return sample
+    return max(sample, (1 - LAG_SMOOTHING) * previous + LAG_SMOOTHING * sample)
 
 
 def _waited_too_long(ctx: JobContext) -> bool:

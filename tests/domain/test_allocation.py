@@ -115,9 +115,10 @@ def test_the_sales_speed_buffer_takes_off_what_the_other_shops_will_sell_before_
     # 30 * 0.8 = 24 and 10 * 2.3 = 23.
     assert offers == {1: 100 - 23, 2: 100 - 24 - 23, 3: 100 - 24}
     assert allocate(100, demands, {"mode": "shared", "sales_speed_buffer": False}) == {1: 100, 2: 100, 3: 100}
-    # A shop cannot sell more than it still shows: shop 1 with 5 left holds back at most 5.
+    # A shop cannot go on to sell more than it still shows: shop 1 with 5 left holds back the 15 it sold
+    # unheard (30/s over its 0.5 s lag) and at most 5 more.
     capped = [ShopDemand(1, 10, rate=30.0, hear_lag_s=0.5, horizon_s=0.3, outstanding=5), demands[1]]
-    assert allocate(100, capped, None) == {1: 100, 2: 95}
+    assert allocate(100, capped, None) == {1: 100, 2: 80}
 
 
 @given(available=st.integers(min_value=0, max_value=2000),
