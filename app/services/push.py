@@ -371,7 +371,8 @@ async def plan_store_push(session: AsyncSession, store_id: int, *, force: bool, 
         guarded = cas and shares
         # Without compare-and-set the figure is set from the shop's count read just before, so only a
         # change of what we want from the shop (not sales it made) calls for a push.
-        if force or (believed if guarded or not cas else listing.pushed_quantity) != quantity or listing.push_error:
+        if force or (believed if guarded or not cas or read else listing.pushed_quantity) != quantity \
+                or listing.push_error:
             plan.append(PlannedPush(listing.id, listing.external_sku_key, quantity, dict(listing.listing_ref or {}),
                                     believed if guarded else None, listing.sold_since_push, listing.pushed_quantity,
                                     believed, None, None, shares))
@@ -383,9 +384,11 @@ async def plan_store_push(session: AsyncSession, store_id: int, *, force: bool, 
     return plan
 
 
-async def _read_then_set(adapter, plan: list[PlannedPush], read_first: bool = True, *, assume_empty: bool = False
-                         ) -> tuple[list[PlannedPush], dict[str, int], list[PlannedPush]]:
-    """Blind-set platforms (WooCommerce), and corrections on any platform: read the shops' counts just
+async def _read_then_set(adapter, plan: list[PlannedPush], read_first: bool = True, *, assume_empty: bool = False,
+                         cas: bool = False) -> tuple[list[PlannedPush], dict[str, int], list[PlannedPush]]:
+    """Blind-set platforms (WooCommerce), compare-and-set platforms under the shared policy (``cas``: the
+    count read is the expected figure, so a sale between the read and the write refuses the write and
+    the push reads again), and corrections on any platform: read the shops' counts just
     before the set, and set each to its count moved by the change we want, so the sales the shop made
     that we have not heard of stay taken. A raise waits while such sales exist (the count is below
     what we believe): they are reported but not yet applied; a correction does not wait (it must
@@ -395,7 +398,8 @@ async def _read_then_set(adapter, plan: list[PlannedPush], read_first: bool = Tr
     oversell (a shop shows at least 0, so it is taken as 0). Returns (to send, counts read, deferred);
     a correction whose count could not be read is left out of both (it stays flagged). ``assume_empty``:
     the platform cannot be read, every count is taken as 0 (refused cuts, ``_correct_refused_cuts``)."""
-    reading = [p for p in plan if p.correction or (read_first and p.believed is not None)]
+    reading = [p for p in plan if p.correction or (read_first and p.believed is not None and p.expected is None
+                                                   and p.delta is None)]
     if assume_empty:
         counts = {p.external_sku_key: 0 for p in reading}
     else:
@@ -422,7 +426,8 @@ async def _read_then_set(adapter, plan: list[PlannedPush], read_first: bool = Tr
         refusal = p.refusal
         if assume_empty and refusal is not None:
             refusal += "; the count cannot be read on this platform and was taken as 0"
-        send.append(replace(p, quantity=figure, expected=None, delta=None, key=None, refusal=refusal))
+        send.append(replace(p, quantity=figure, expected=count if cas and not p.correction else None, delta=None,
+                            key=None, refusal=refusal))
     return send, counts, deferred
 
 
@@ -453,7 +458,10 @@ async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[li
         delta = Capability.STOCK_DELTA in capabilities and not cas
         idempotent = Capability.STOCK_DELTA_IDEMPOTENT in capabilities
         readable = Capability.STOCK_READ in capabilities
-        read_first = not cas and not delta and readable
+        # Absolute figures are set from the shop's count read just before (never over sales it made that
+        # we have not heard of): on blind-set platforms, and on compare-and-set ones for the listings
+        # whose plan names no expected figure (the shared policy), the count then being the expected one.
+        read_first = not delta and readable
         plan = await plan_store_push(session, store_id, force=force, cas=cas, delta=delta, idempotent=idempotent,
                                      read=readable)
     if not plan:
@@ -463,7 +471,7 @@ async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[li
         adapter = await connect(ctx.db, store, ctx.services.get("http"))
         counts: dict[str, int] = {}
         if any(p.correction for p in plan) or (read_first and any(p.believed is not None for p in plan)):
-            plan, counts, deferred = await _read_then_set(adapter, plan, read_first)
+            plan, counts, deferred = await _read_then_set(adapter, plan, read_first, cas=cas)
         rounds = [await _send_and_account(ctx, store, capabilities, adapter, plan, counts)]
     except AdapterError as exc:
         error = str(exc)
@@ -599,7 +607,7 @@ async def _send_and_account(ctx: JobContext, store: Store, capabilities, adapter
             elif result is not None and result.error_kind == "conflict":
                 done.conflicted = True
                 STOCK_PUSHES.labels(store.platform, "conflict").inc()
-                if result.current_quantity is not None and _waited_too_long(ctx):
+                if result.current_quantity is not None and p.guarded and _waited_too_long(ctx):
                     # The sales behind the difference never reached us (a lost webhook): believe the
                     # platform's count, and remember them as unheard so that their orders, when
                     # polling brings them in, are not counted against the listing a second time.

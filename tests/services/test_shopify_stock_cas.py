@@ -8,7 +8,6 @@ from __future__ import annotations
 import random
 import uuid
 
-import pytest
 import respx
 from sqlalchemy import select
 
@@ -211,12 +210,6 @@ async def test_random_sales_racing_every_push_under_shares_never_sell_a_unit_twi
     assert sum(s.shows for s in shops) == await _available(db) == units - sold
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core (app/services/push.py): under the shared policy a compare-and-set platform is planned without an "
-    "expected figure, so the adapter compares against its own fresh read, which already lacks the sales "
-    "coopsync has not heard of; a raise then writes over them. Either of two closes it: the listing's belief "
-    "(pushed_quantity - sold_since_push) as the expected figure of every compare-and-set push, or the blind-set "
-    "read-then-set path for compare-and-set platforms that can read, with the count read as the expected figure"))
 async def test_under_the_shared_policy_a_raise_never_writes_over_sales_not_heard_of_yet(client, db, runner, settings):
     [shop] = await _shops(client, 1)
     ctx = _ctx(runner, settings)
