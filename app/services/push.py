@@ -274,7 +274,8 @@ async def desired_quantities(session: AsyncSession, sku_ids: set[int], *, buffer
     for sku in skus:
         available = sku.on_hand - sku.reserved
         listings = listings_of.get(sku.id, [])
-        await _end_lock_if_over(session, sku, now)
+        if fold:  # a writing plan: an ended lock is dropped and the sku re-planned (elsewhere it is ignored)
+            await _end_lock_if_over(session, sku, now)
         policy = Policy.of(sku.allocation)
         await _settle(session, sku, listings, now)
         if not policy.quotas:
