@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     # Seconds a job may run before it is cut off and retried with back-off; never more than 90% of the
     # lease (a job that extends its lease extends this too), so no job outlives its lease.
     job_timeout_s: float = 50.0
+    # During a webhook burst (the inbox group commits carry intake_burst_rows deliveries or more, median
+    # of the last few), the loop that applies them takes at most this share of the time, so that
+    # acknowledgements keep their speed; the backlog drains at full speed once the burst is over.
+    apply_share_under_intake: float = 0.25
+    intake_burst_rows: int = 8
     max_body_bytes: int = 1024 * 1024  # 1 MiB, for webhooks and API requests alike
     db_pool_size: int = 8
 

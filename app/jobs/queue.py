@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import time
+from collections import deque
 from datetime import datetime, timedelta
 from typing import Callable
 
@@ -15,22 +17,46 @@ from app.db import bind_time
 from app.models import Job
 from app.models.base import utcnow
 
-_wakers: list[Callable[[], None]] = []
+_wakers: list[Callable[..., None]] = []
 
 
-def add_waker(callback: Callable[[], None]) -> None:
+def add_waker(callback: Callable[..., None]) -> None:
     _wakers.append(callback)
 
 
-def remove_waker(callback: Callable[[], None]) -> None:
+def remove_waker(callback: Callable[..., None]) -> None:
     if callback in _wakers:
         _wakers.remove(callback)
 
 
-def wake_workers() -> None:
-    """Tell this process's workers that jobs were committed (for writers that bypass the session)."""
+class IntakeLoad:
+    """The sizes of this process's last inbox group commits and when the last one was. A burst shows as
+    commits that each carry many deliveries (they queued while the one before was written): then the
+    process's time is better spent acknowledging than applying."""
+
+    recent: deque[int] = deque(maxlen=9)
+    last_at = 0.0
+
+    @classmethod
+    def committed(cls, rows: int) -> None:
+        cls.recent.append(rows)
+        cls.last_at = time.monotonic()
+
+
+def intake_busy(batch_rows: int, within_s: float = 0.25) -> bool:
+    """Webhooks arrive in a burst: the median of the last group commits held at least ``batch_rows``
+    deliveries, and the last commit is recent."""
+    if not IntakeLoad.recent or time.monotonic() - IntakeLoad.last_at > within_s:
+        return False
+    return sorted(IntakeLoad.recent)[len(IntakeLoad.recent) // 2] >= batch_rows
+
+
+def wake_workers(*, local_only: bool = False) -> None:
+    """Tell this process's workers that jobs were committed (for writers that bypass the session);
+    ``local_only``: only database-only jobs were (the inbox's apply jobs), so the loops that run
+    platform calls need not look (on SQLite each look is a write transaction)."""
     for wake in list(_wakers):
-        wake()
+        wake(local_only=local_only)
 
 
 @event.listens_for(Session, "after_commit")

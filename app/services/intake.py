@@ -22,7 +22,7 @@ import orjson
 
 from app.db import SQLITE_BUSY_TIMEOUT_MS, Database, sqlite_pragmas
 from app.models.base import utcnow
-from app.jobs.queue import wake_workers
+from app.jobs.queue import IntakeLoad, wake_workers
 from app.services.apply import handle_inbox_apply as APPLY_JOB
 
 log = logging.getLogger("coopsync.intake")
@@ -275,13 +275,14 @@ class GroupCommitter:
                 self._wake.set()
             if not batch:
                 continue
+            IntakeLoad.committed(len(batch))
             try:
                 await self._commit(batch)
             finally:  # cancelled while writing (shutdown): no request may wait for ever
                 for row in batch:
                     if not row.future.done():
                         row.future.set_exception(RuntimeError("the service stopped before the delivery was stored"))
-            wake_workers()
+            wake_workers(local_only=True)  # what it wrote are inbox.apply jobs
 
     async def _commit(self, batch: list[PendingRow]) -> None:
         try:

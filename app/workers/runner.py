@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from app.config import Settings
 from app.db import Database, bind_time
 from app.jobs.outcomes import Dead, Done, Handler, JobContext, Outcome, Retry
-from app.jobs.queue import add_waker, backoff_s, remove_waker
+from app.jobs.queue import add_waker, backoff_s, intake_busy, remove_waker
 from app.metrics import JOBS
 from app.models import Job
 from app.models.base import utcnow
@@ -47,6 +47,13 @@ WHERE id = (
     LIMIT 1 {skip_locked}
 )
 RETURNING id
+"""
+
+_NEXT_DUE_SQL = """
+SELECT min(j.run_after) FROM job j
+WHERE j.status = 'queued' {names}
+  AND (j.lock_key IS NULL OR NOT EXISTS (
+        SELECT 1 FROM job r WHERE r.status = 'running' AND r.lock_key = j.lock_key))
 """
 
 _CLAIM_MORE_SQL = """
@@ -93,7 +100,7 @@ class Runner:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.services = services or {}
         self.names = names
-        self._wake = asyncio.Event()
+        self._wakes: dict[int, tuple[str | None, asyncio.Event]] = {}  # per loop: its lane and wake-up
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self.is_sqlite = db.engine.dialect.name == "sqlite"
@@ -313,8 +320,11 @@ class Runner:
             log.warning("job %s #%s %s: %s", job.name, job.id, label, getattr(outcome, "error", ""))
 
     # -- the long-running loop ------------------------------------------------------------------
-    def wake(self) -> None:
-        self._wake.set()
+    def wake(self, *, local_only: bool = False) -> None:
+        """Jobs were committed: the loops that may run them look now (``local_only``: database-only jobs)."""
+        for lane, event in list(self._wakes.values()):
+            if not local_only or lane != "platform":
+                event.set()
 
     def lanes(self) -> list[str | None]:
         """The worker loops this runner starts. SQLite (one writer): ``worker_concurrency`` loops for the
@@ -350,7 +360,7 @@ class Runner:
     async def stop(self) -> None:
         remove_waker(self.wake)
         self._stopping.set()
-        self._wake.set()
+        self.wake()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -358,11 +368,13 @@ class Runner:
 
     async def _loop(self, index: int, lane: str | None = None) -> None:
         loop = asyncio.get_running_loop()
+        # Kept across a restart of this loop: a wake-up set while it was being replaced is not lost.
+        wake = self._wakes.setdefault(index, (lane, asyncio.Event()))[1]
         reap_every, reap_at = 0, 0.0
         while not self._stopping.is_set():
             # Cleared before looking for work, not after finding none: a wake-up that comes while
             # this loop claims is kept for the wait below (no lost wake-up).
-            self._wake.clear()
+            wake.clear()
             try:
                 # Expired leases are reaped on a clock too, so a backlog of jobs, or a job that runs
                 # long in another loop, never keeps a dead worker's job from being claimed again.
@@ -370,8 +382,10 @@ class Runner:
                     await self.reap()
                     reap_every, reap_at = 50, loop.time() + REAP_EVERY_S
                 reap_every -= 1
+                started = loop.time()
                 job = await self.run_one(lane=lane)
                 if job is not None:
+                    await self._yield_to_intake(job, loop.time() - started)
                     continue
             except asyncio.CancelledError:
                 task = asyncio.current_task()
@@ -384,16 +398,28 @@ class Runner:
                 await asyncio.sleep(1.0)
                 continue
             # The wait is computed first: a coroutine made before a cancelled await is never awaited.
-            idle_s = await self._idle_wait()
+            idle_s = await self._idle_wait(lane)
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=idle_s)
+                await asyncio.wait_for(wake.wait(), timeout=idle_s)
             except asyncio.TimeoutError:
                 pass
 
-    async def _idle_wait(self) -> float:
-        """Sleep until the next queued job falls due (a debounced push), at most one poll interval."""
+    async def _yield_to_intake(self, job: Job, spent_s: float) -> None:
+        """During a webhook burst, database work takes at most ``apply_share_under_intake`` of the time:
+        it shares the process (and SQLite's writer) with the acknowledgements, which are the promise
+        the platforms wait for; what it leaves waits in the inbox, applied at full speed after."""
+        share = self.settings.apply_share_under_intake
+        if job.name not in self.local_names or share >= 1 or not intake_busy(self.settings.intake_burst_rows):
+            return
+        await asyncio.sleep(min(1.0, spent_s * (1 - share) / max(share, 0.01)))
+
+    async def _idle_wait(self, lane: str | None = None) -> float:
+        """Sleep until the next queued job this lane may claim falls due (a debounced push), at most one
+        poll interval. Jobs of other lanes, or held behind a running job of their lock, do not count:
+        a loop that counted them would spin on claims that find nothing (on SQLite, write transactions)."""
+        names_sql, params = self._names_filter(lane)
         async with self.db.read() as session:
-            due = (await session.execute(text("SELECT min(run_after) FROM job WHERE status = 'queued'"))).scalar()
+            due = (await session.execute(text(_NEXT_DUE_SQL.format(names=names_sql)), params)).scalar()
         if due is None:
             return self.settings.worker_poll_s
         if isinstance(due, str):  # SQLite hands raw SQL times back as text
