@@ -197,6 +197,7 @@ class PlannedPush:
     # not, the reading that offers less) or "refused" (a cut the platform refused).
     correction: str | None = None
     refusal: str | None = None  # why the cut was refused ("refused" corrections), for the flag
+    wanted: int | None = None  # set from a count read: the figure wanted before the count moved it
 
 
 def outstanding(listing: Listing) -> int:
@@ -428,7 +429,7 @@ async def _read_then_set(adapter, plan: list[PlannedPush], read_first: bool = Tr
         if assume_empty and refusal is not None:
             refusal += "; the count cannot be read on this platform and was taken as 0"
         send.append(replace(p, quantity=figure, expected=count if cas and not p.correction else None, delta=None,
-                            key=None, refusal=refusal))
+                            key=None, refusal=refusal, wanted=p.quantity))
     return send, counts, deferred
 
 
@@ -444,6 +445,9 @@ class _Round:
     retry_after: float | None = None
     conflicted: bool = False
     auth_failed: str | None = None
+    # Sets from a count read that a compare-and-set refused (the shop sold in between), with the
+    # platform's count now: set again from it at once (the figure must come down during a sale).
+    recount: list[tuple[PlannedPush, int]] = field(default_factory=list)
 
 
 async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[list[dict], Outcome]:
@@ -474,6 +478,13 @@ async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[li
         if any(p.correction for p in plan) or (read_first and any(p.believed is not None for p in plan)):
             plan, counts, deferred = await _read_then_set(adapter, plan, read_first, cas=cas)
         rounds = [await _send_and_account(ctx, store, capabilities, adapter, plan, counts)]
+        for _ in range(RECOUNT_TRIES):
+            if not rounds[-1].recount:
+                break
+            again, recounts = _recounted(rounds[-1].recount)
+            rounds.append(await _send_and_account(ctx, store, capabilities, adapter, again, recounts))
+        if rounds[-1].recount:
+            rounds[-1].conflicted = True  # the shop outsold every try: the job tries again shortly
     except AdapterError as exc:
         error = str(exc)
         async with ctx.db.transaction() as session:
@@ -506,6 +517,22 @@ async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[li
         return report, Retry(UNHEARD_RETRY_S, "a raise waits for sales the shop reported but we have not applied",
                              counts=False)
     return report, Done()
+
+
+RECOUNT_TRIES = 3  # sets again from the count a compare-and-set refusal reports, within one push
+
+
+def _recounted(refused: list[tuple[PlannedPush, int]]) -> tuple[list[PlannedPush], dict[str, int]]:
+    """Sets from a count read, again from the count the platform reported when it refused them."""
+    again, counts = [], {}
+    for p, count in refused:
+        believed = max(0, p.believed or 0)
+        change = p.wanted - believed
+        if change > 0 and count < believed:
+            continue  # a raise waits while the shop's sales are unheard (the next push plans it)
+        again.append(replace(p, quantity=max(0, min(p.wanted, count + change)), expected=count))
+        counts[p.external_sku_key] = count
+    return again, counts
 
 
 async def _correct_refused_cuts(ctx: JobContext, store: Store, capabilities, adapter,
@@ -605,6 +632,10 @@ async def _send_and_account(ctx: JobContext, store: Store, capabilities, adapter
                 else:
                     _sample_push_lag(listing, ctx, now)
                 STOCK_PUSHES.labels(store.platform, "ok").inc()
+            elif result is not None and result.error_kind == "conflict" and p.wanted is not None \
+                    and result.current_quantity is not None:
+                STOCK_PUSHES.labels(store.platform, "conflict").inc()
+                done.recount.append((p, result.current_quantity))
             elif result is not None and result.error_kind == "conflict":
                 done.conflicted = True
                 STOCK_PUSHES.labels(store.platform, "conflict").inc()

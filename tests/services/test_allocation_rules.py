@@ -331,3 +331,61 @@ async def test_the_console_editor_keeps_rules_set_through_the_api(client, db):
     async with db.read() as session:
         stored = (await session.execute(select(Sku.allocation).where(Sku.sku == "TEA"))).scalar_one()
     assert stored == {"mode": "shares", "shares": {str(s.store_id): 70}, "caps": {}, **rules}
+
+
+# -- compare-and-set shops under the shared policy -------------------------------------------------------
+
+
+class RacingCasShop:
+    """A shop that takes compare-and-set (the sandbox, Shopify) and sells ``race_next`` units between the
+    service's read and its write, so the write is refused with the count as it is now."""
+
+    capabilities = frozenset({Capability.STOCK_PUSH, Capability.STOCK_READ, Capability.STOCK_COMPARE_AND_SET})
+
+    def __init__(self, shop: FakeShop) -> None:
+        self.shop = shop
+        self.race_next = 0
+        self.conflicts = 0
+
+    async def fetch_stock(self, levels):
+        counts = {level.external_sku_key: self.shop.count for level in levels}
+        while self.race_next > 0 and self.shop.sell(1):
+            self.race_next -= 1
+        return counts
+
+    async def push_stock(self, levels):
+        results = []
+        for level in levels:
+            if level.expected_quantity is not None and level.expected_quantity != self.shop.count:
+                self.conflicts += 1
+                results.append(PushResult(level.external_sku_key, False, "stale", "conflict",
+                                          current_quantity=self.shop.count))
+                continue
+            self.shop.count = level.quantity
+            results.append(PushResult(level.external_sku_key, True))
+        return results
+
+
+async def test_a_shared_figure_refused_by_compare_and_set_is_set_again_from_the_count_within_the_push(
+        client, db, runner, settings, monkeypatch):
+    ids = await _stores(client, 2)
+    a, b = ids
+    shops = {i: FakeShop(i) for i in ids}
+    adapters = {i: RacingCasShop(shops[i]) for i in ids}
+    push_store = _wire(monkeypatch, adapters)
+    ctx = _ctx(runner, settings)
+    await _put(client, {"mode": "shared", "sales_speed_buffer": False})
+    await receive(client, SKU, 100, "m-01")
+    await _push_all(push_store, ctx, ids)
+    assert [shops[i].count for i in ids] == [100, 100]
+    for _ in range(30):
+        assert shops[a].sell(1)
+    for n in range(30):
+        await _apply_sale(db, shops[a], f"a-{n}")  # b is to come down to 70
+    adapters[b].race_next = 4  # b sells 4 between the read (100) and the write, which names 100
+    _, outcome = await push_store(ctx, b, force=False)
+    # Refused (100 expected, 96 there), set again at once from 96: the 4 sold stay taken.
+    assert isinstance(outcome, Done) and adapters[b].conflicts == 1
+    assert shops[b].count == 66 and shops[b].sold == 4
+    [_, listing_b] = await _listings(db)
+    assert (listing_b.pushed_quantity, listing_b.unheard_sales) == (66, 4)
