@@ -133,8 +133,9 @@ class Listing(SQLModel, table=True):
     pending_delta_key: str | None = Field(default=None, max_length=64)
     push_error: str | None = Field(default=None, max_length=1000)
     # The sales-speed buffer (app/domain/allocation.py, sales_pace): this shop's recent sales of the sku in
-    # units per second as last estimated, when, and sold_since_push at that moment (the sales heard since
-    # are sold_since_push - sales_mark); how late its sales reach us (webhook or poll, then the apply), and
+    # units per second as last estimated, when, and sold_since_push - unheard_sales at that moment (every
+    # sale heard moves that up: the sales heard since are its rise); how late its sales reach us (webhook
+    # or poll, then the apply), and
     # how long a new figure takes to land on it once stock changed (seconds, both smoothed).
     sales_rate: float = Field(default=0.0)
     sales_rated_at: datetime | None = time_field()

@@ -211,13 +211,19 @@ def _believed(listing: Listing) -> int | None:
     return None if listing.pushed_quantity is None else listing.pushed_quantity - listing.sold_since_push
 
 
+def heard_sales(listing: Listing) -> int:
+    """A counter that every sale heard of moves up by its units: it raises sold_since_push, or uses up
+    units already counted from the platform's count (unheard_sales). The pace is read off it."""
+    return listing.sold_since_push - listing.unheard_sales
+
+
 def listing_pace(listing: Listing, now: datetime, first_heard_at: datetime | None = None) -> float:
     """The listing's sales rate now (units per second): its last estimate, decayed, or the rate of the
     sales heard since, whichever is higher (``sales_pace``). Read without writing: the estimate is
     kept on the row only where the row is locked anyway (a push's accounting, ``_fold_pace``)."""
     since = listing.sales_rated_at or listing.pushed_at or listing.created_at
     rate = sales_pace(listing.sales_rate if listing.sales_rated_at else 0.0, since,
-                      listing.sold_since_push - listing.sales_mark, now, tau_s=PACE_TAU_S, window_s=PACE_WINDOW_S,
+                      heard_sales(listing) - listing.sales_mark, now, tau_s=PACE_TAU_S, window_s=PACE_WINDOW_S,
                       longest_s=PACE_LONGEST_S, first_heard_at=first_heard_at)
     return rate if rate >= PACE_FLOOR else 0.0
 
@@ -594,7 +600,7 @@ async def _send_and_account(ctx: JobContext, store: Store, capabilities, adapter
             listing = locked.get(p.listing_id)
             if listing is None:
                 continue  # deleted since the push was planned
-            sold_before = listing.sold_since_push
+            heard_before = heard_sales(listing)
             await _fold_pace(listing, now, hear_lag)
             result = by_key.get(p.external_sku_key)
             if result is not None and result.ok:
@@ -670,8 +676,8 @@ async def _send_and_account(ctx: JobContext, store: Store, capabilities, adapter
                     done.retry_after = max(done.retry_after or 0, result.retry_after_s or 5.0)
                 if result is not None and result.error_kind in AUTH_KINDS:
                     done.auth_failed = result.error or "token expired"
-            # Whatever moved sold_since_push here is not a sale: the pace's mark moves with it.
-            listing.sales_mark += listing.sold_since_push - sold_before
+            # Whatever moved the counts here is not a sale: the pace's mark moves with them.
+            listing.sales_mark += heard_sales(listing) - heard_before
             listing.updated_at = now
             done.report.append({"listing_id": p.listing_id, "external_sku_key": p.external_sku_key,
                                 "quantity": p.quantity, "ok": bool(result and result.ok),
@@ -715,7 +721,7 @@ async def _fold_pace(listing: Listing, now: datetime, hear_lag: _HearLag) -> Non
     since = listing.sales_rated_at or listing.pushed_at or listing.created_at
     if listing.sales_rated_at is not None and (now - since).total_seconds() < PACE_WINDOW_S:
         return  # too soon: the sales heard since ride on to the next estimate
-    heard = listing.sold_since_push - listing.sales_mark
+    heard = heard_sales(listing) - listing.sales_mark
     first_heard_at = None
     if heard > 0:
         sample, first_heard_at = await hear_lag.since(listing.sales_rated_at)
@@ -723,7 +729,7 @@ async def _fold_pace(listing: Listing, now: datetime, hear_lag: _HearLag) -> Non
             listing.hear_lag_s = _smoothed_lag(listing.hear_lag_s, sample)
     listing.sales_rate = listing_pace(listing, now, first_heard_at)
     listing.sales_rated_at = now
-    listing.sales_mark = listing.sold_since_push
+    listing.sales_mark = heard_sales(listing)
 
 
 def _sample_push_lag(listing: Listing, ctx: JobContext, now: datetime) -> None:
