@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
-from sqlalchemy import bindparam, case, insert, select, tuple_, update
+from sqlalchemy import bindparam, case, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from pydantic_core import PydanticUndefined
 from sqlalchemy.orm.attributes import set_committed_value
@@ -57,22 +57,22 @@ class Held:
 
 
 async def read_held(session: AsyncSession, items: list[tuple[int, OrderSnapshot]]) -> Held:
-    """The orders, waiting refunds and listings that ``items`` (store id, snapshot) name."""
+    """The orders, waiting refunds and listings that ``items`` (store id, snapshot) name. One query per
+    table and store (a batch is mostly one store's): ``store_id = ? AND key IN (...)`` uses the unique
+    indexes, where PostgreSQL planned a row-value ``IN`` as a scan growing with the table."""
     held = Held()
-    order_keys = sorted({(store_id, snap.external_id) for store_id, snap in items})
-    keys = sorted(set().union(*(line_keys(store_id, snap) for store_id, snap in items))) if items else []
-    if order_keys:
-        held.orders = set(map(tuple, (await session.execute(
-            select(Order.store_id, Order.external_id).where(tuple_(Order.store_id, Order.external_id).in_(order_keys))
-        )).all()))
-        held.waiting = set(map(tuple, (await session.execute(
-            select(Refund.store_id, Refund.order_external_id).where(
-                tuple_(Refund.store_id, Refund.order_external_id).in_(order_keys), Refund.order_id.is_(None))
-        )).all()))
-    if keys:
-        held.listings = {(l.store_id, l.external_sku_key): l for l in (await session.execute(
-            select(Listing).where(tuple_(Listing.store_id, Listing.external_sku_key).in_(keys))
-            .execution_options(populate_existing=True))).scalars()}
+    by_store: dict[int, tuple[set[str], set[str]]] = {}
+    for store_id, snap in items:
+        ids, keys = by_store.setdefault(store_id, (set(), set()))
+        ids.add(snap.external_id)
+        keys.update(key for _, key in line_keys(store_id, snap))
+    for store_id, (ids, keys) in sorted(by_store.items()):
+        wanted = sorted(ids)
+        held.orders.update((store_id, x) for x in (await session.execute(select(Order.external_id).where(
+            Order.store_id == store_id, Order.external_id.in_(wanted)))).scalars())
+        held.waiting.update((store_id, x) for x in (await session.execute(select(Refund.order_external_id).where(
+            Refund.store_id == store_id, Refund.order_external_id.in_(wanted), Refund.order_id.is_(None)))).scalars())
+        await refresh_held(session, held, {(store_id, key) for key in keys}, [])
     return held
 
 
@@ -81,10 +81,12 @@ async def refresh_held(session: AsyncSession, held: Held, keys: set[tuple[int, s
     """After a row applied one by one: read again the listings it may have created or changed, and count
     the orders its refunds name as waited for (a later new order of them goes one by one)."""
     held.waiting.update(waiting)
-    keys = sorted(k for k in keys if k[1] is not None)
-    if keys:
+    by_store: dict[int, list[str]] = {}
+    for store_id, key in sorted(k for k in keys if k[1] is not None):
+        by_store.setdefault(store_id, []).append(key)
+    for store_id, wanted in by_store.items():
         held.listings.update({(l.store_id, l.external_sku_key): l for l in (await session.execute(
-            select(Listing).where(tuple_(Listing.store_id, Listing.external_sku_key).in_(keys))
+            select(Listing).where(Listing.store_id == store_id, Listing.external_sku_key.in_(wanted))
             .execution_options(populate_existing=True))).scalars()})
 
 

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.base import Capability, OrderSnapshot, Page, RefundSnapshot, TimeWindow
@@ -301,6 +301,7 @@ async def handle_resync(ctx: JobContext) -> Outcome:
     windows = split_windows(since, until, _window_of(adapter, resource))
     index = int(position.get("window", 0))
     cursor = position.get("cursor")
+    created_since_analyze = 0
     while index < len(windows):
         window = windows[index]
         try:
@@ -342,9 +343,25 @@ async def handle_resync(ctx: JobContext) -> Outcome:
                 resync.status, resync.finished_at = "cancelled", utcnow()
         if cancel:
             return Done("cancelled")
+        created_since_analyze += counts.created
+        if created_since_analyze >= ANALYZE_EVERY_CREATED and not ctx.db.is_sqlite:
+            await _analyze_after_bulk_load(ctx)
+            created_since_analyze = 0
         await ctx.extend_lease()
         index, cursor = next_index, next_cursor
     return await _finish(ctx, resync_id, "succeeded", None)
+
+
+# A first resync writes orders faster than autovacuum notices: PostgreSQL planned the page's lookups on a
+# table it thought empty (34 ms a query at 20,000 orders, 1 ms once analysed). So a resync analyses the
+# tables it fills after every so many new orders, as a bulk load should.
+ANALYZE_EVERY_CREATED = 10_000
+_BULK_LOADED_TABLES = ("sales_order", "order_line", "stock_movement", "refund", "refund_line")
+
+
+async def _analyze_after_bulk_load(ctx: JobContext) -> None:
+    async with ctx.db.transaction() as session:
+        await session.execute(text("ANALYZE " + ", ".join(_BULK_LOADED_TABLES)))
 
 
 async def _resync_inventory(ctx: JobContext, resync_id: int, store_id: int) -> Outcome:
