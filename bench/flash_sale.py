@@ -189,20 +189,27 @@ async def _sale(db: BenchDatabase, engine: str, allocation: bool, args) -> dict:
             head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {len(delivery.body)}\r\n"
                     + "".join(f"{k}: {v}\r\n" for k, v in delivery.headers.items()) + "\r\n").encode()
             for _ in range(2 if duplicate else 1):
-                conn = await pool.get()
-                sent = time.monotonic()
-                try:
-                    status, body = await asyncio.wait_for(conn.request(head + delivery.body), 30)
-                except (ConnectionError, asyncio.TimeoutError) as exc:
-                    failures.append(repr(exc))
-                    _, conn = await asyncio.get_running_loop().create_connection(RawConnection, "127.0.0.1", port)
+                # A platform delivers again until it is answered: a keep-alive connection the server
+                # closed while it sat idle (uvloop raises RuntimeError writing to it) is replaced and the
+                # delivery sent once more; it was never lost, only not yet sent.
+                for attempt in range(4):
+                    conn = await pool.get()
+                    sent = time.monotonic()
+                    try:
+                        status, body = await asyncio.wait_for(conn.request(head + delivery.body), 30)
+                    except (ConnectionError, RuntimeError, asyncio.TimeoutError) as exc:
+                        conn.transport.close()
+                        _, conn = await asyncio.get_running_loop().create_connection(RawConnection, "127.0.0.1", port)
+                        pool.put_nowait(conn)
+                        if attempt == 3:
+                            failures.append(repr(exc))
+                        continue
                     pool.put_nowait(conn)
-                    continue
-                pool.put_nowait(conn)
-                if status == 200:
-                    acks.append(time.monotonic() - sent)
-                else:
-                    failures.append(f"{status} {body[:100]!r}")
+                    if status == 200:
+                        acks.append(time.monotonic() - sent)
+                    else:
+                        failures.append(f"{status} {body[:100]!r}")
+                    break
 
         began = time.monotonic()
         interval = args.seconds / args.buyers
@@ -236,6 +243,8 @@ async def _sale(db: BenchDatabase, engine: str, allocation: bool, args) -> dict:
 
         await wait_for(settled, SETTLE_S)
         orders = await scalar(db, "SELECT count(*) FROM sales_order")
+        inbox = {status: await scalar(db, f"SELECT count(*) FROM inbox WHERE status = '{status}'")
+                 for status in ("pending", "done", "failed")}
         reserved = await scalar(db, "SELECT reserved FROM sku")
         oversold_lines = await scalar(db, "SELECT count(*) FROM sales_order WHERE oversold")
 
@@ -256,7 +265,7 @@ async def _sale(db: BenchDatabase, engine: str, allocation: bool, args) -> dict:
             "engine": engine, "allocation": "on" if allocation else "off",
             "buyers": args.buyers, "units": args.units, "sale_seconds": round(sale_wall, 2),
             "sales": len(sales), "units_sold": sold, "units_oversold": max(0, sold - args.units),
-            "orders_in_service": orders, "each_sale_one_order": orders == len(sales),
+            "orders_in_service": orders, "each_sale_one_order": orders == len(sales), "inbox": inbox,
             "reserved_in_service": reserved, "orders_flagged_oversold": oversold_lines,
             "webhooks_acknowledged": len(acks), "webhook_failures": len(failures),
             "ack_latency_ms": {"p50": _ms(percentile(acks, 50)), "p99": _ms(percentile(acks, 99))},
