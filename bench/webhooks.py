@@ -3,8 +3,8 @@
 For each engine (SQLite file in a temp dir; PostgreSQL: a fresh database on 127.0.0.1:5432 created and
 dropped here, skipped with a note when none answers):
   * throughput: acknowledged signed Shopify orders/create webhooks per second, the real service
-    (uvicorn subprocess, 1 worker process, COOPSYNC_WORKERS=false so applying does not compete)
-    against the ceiling (bench/_ceiling.py: a bare FastAPI app, same uvicorn flags, HMAC verify +
+    as `make run` starts it (uvicorn subprocess, 1 process, the workers inside applying what comes
+    in; --workers-off for intake alone), each round starting with no backlog, against the ceiling (bench/_ceiling.py: a bare FastAPI app, same uvicorn flags, HMAC verify +
     orjson parse, no database), closed loop at fixed concurrency, several rounds alternating
     service/ceiling; ratio per round and the median ratio;
   * latency: p50/p99 acknowledgement latency at a fixed offered rate (open loop), service and ceiling;
