@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 from sqlalchemy import bindparam, case, insert, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from pydantic_core import PydanticUndefined
 from sqlalchemy.orm.attributes import set_committed_value
@@ -21,7 +22,7 @@ from adapters.base import OrderSnapshot, OrderStatus
 from app.db import is_sqlite
 from app.domain import ledger
 from app.domain.outbox import note_stock_changed
-from app.domain.reconcile import fill_line, fill_order, listing_key, new_line, new_order
+from app.domain.reconcile import fill_line, fill_order, link_waiting_refunds, listing_key, new_line, new_order
 from app.metrics import OVERSOLD_LINES
 from app.models import Listing, Order, OrderLine, Refund, Store, StockMovement
 from app.models.base import utcnow
@@ -74,6 +75,15 @@ async def read_held(session: AsyncSession, items: list[tuple[int, OrderSnapshot]
             Refund.store_id == store_id, Refund.order_external_id.in_(wanted), Refund.order_id.is_(None)))).scalars())
         await refresh_held(session, held, {(store_id, key) for key in keys}, [])
     return held
+
+
+def falls_back(exc: BaseException) -> bool:
+    """Whether a failed set-based run is applied again one by one in the same transaction: yes for a
+    duplicate (another transaction inserted one of its orders meanwhile) or a bug in this path; no for
+    the database's trouble (a deadlock, a lost connection), which the whole unit of work retries."""
+    if isinstance(exc, IntegrityError):
+        return True
+    return not isinstance(exc, (OperationalError, DBAPIError))
 
 
 async def refresh_held(session: AsyncSession, held: Held, keys: set[tuple[int, str | None]],
@@ -172,6 +182,24 @@ async def _insert(session: AsyncSession, table, rows: list[dict]) -> list[int]:
     return ids
 
 
+async def _link_refunds_stored_meanwhile(session: AsyncSession, work: list[tuple[Store, OrderSnapshot, str]],
+                                         order_ids: list[int]) -> None:
+    """A refund a poll stored for one of these orders after ``read_held`` looked (another transaction,
+    on PostgreSQL) waits for an order only its creation links: link it now, as ``upsert_order`` does."""
+    by_store: dict[int, dict[str, int]] = {}
+    stores = {}
+    for (store, snap, _), order_id in zip(work, order_ids):
+        by_store.setdefault(store.id, {})[snap.external_id] = order_id
+        stores[store.id] = store
+    for store_id, ids in by_store.items():
+        waiting = set((await session.execute(select(Refund.order_external_id).where(
+            Refund.store_id == store_id, Refund.order_external_id.in_(sorted(ids)), Refund.order_id.is_(None)
+        ))).scalars())
+        for external_id in sorted(waiting):
+            order = await session.get(Order, ids[external_id])
+            await link_waiting_refunds(session, stores[store_id], order)
+
+
 async def insert_new_orders(session: AsyncSession, held: Held, work: list[tuple[Store, OrderSnapshot, str]]) -> list[int]:
     """Write ``work`` (store, snapshot that ``fits``, via) in order: the orders, their lines and the
     reservations of paid lines, each table in one statement. Returns the new order ids."""
@@ -248,6 +276,7 @@ async def insert_new_orders(session: AsyncSession, held: Held, work: list[tuple[
             sku = locked[sku_id]
             set_committed_value(sku, "reserved", sku.reserved + delta)
             note_stock_changed(session, sku_id)
+    await _link_refunds_stored_meanwhile(session, work, order_ids)
     if sold:
         await session.execute(_COUNT_SOLD, [{"listing_id": listing_id, "units": units}
                                             for listing_id, units in sorted(sold.items())])

@@ -243,7 +243,7 @@ async def upsert_order(session: AsyncSession, store: Store, snap: OrderSnapshot,
     await apply_stock_effects(session, order, sorted(existing.values(), key=lambda l: l.line_no))
     await _apply_embedded_refunds(session, store, order, snap, via)
     if created:
-        await _link_waiting_refunds(session, store, order)  # a refund can only wait for an order we lacked
+        await link_waiting_refunds(session, store, order)  # a refund can only wait for an order we lacked
     return Result("created" if created else "updated", order_id=order.id)
 
 
@@ -256,7 +256,8 @@ async def _apply_embedded_refunds(session: AsyncSession, store: Store, order: Or
     return changed
 
 
-async def _link_waiting_refunds(session: AsyncSession, store: Store, order: Order) -> None:
+async def link_waiting_refunds(session: AsyncSession, store: Store, order: Order) -> None:
+    """Refunds stored before their order arrived (a poll keeps them): link them to it and apply them."""
     waiting = (await session.execute(select(Refund).where(
         Refund.store_id == store.id, Refund.order_external_id == order.external_id, Refund.order_id.is_(None)
     ))).scalars().all()

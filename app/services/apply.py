@@ -252,37 +252,57 @@ async def apply_in_order(session: AsyncSession, prepared: list[Prepared]) -> lis
     plain_ids = {id(p) for p in plain}
     outcomes: dict[int, Outcome] = {}
     run: list[Prepared] = []
+    async def alone(p: Prepared) -> None:
+        outcomes[id(p)] = await apply_prepared(session, p)
+        # What it may have created or changed is read again for the rows after it.
+        await new_orders.refresh_held(session, held, _touched_keys(p), [(p.store_id, r.order_external_id)
+                                                                        for r in p.refunds])
+
+    async def together(run: list[Prepared]) -> None:
+        if await _apply_together(session, run, held):
+            outcomes.update((id(r), Done()) for r in run)
+            return
+        for p in run:  # the run failed as a whole (a poll inserted one of its orders meanwhile, …)
+            await alone(p)
+
     for p in prepared:
         if id(p) in plain_ids and all(seen[(p.store_id, snap.external_id)] == 1
                                       and new_orders.fits(held, p.store_id, snap) for snap in p.orders):
             run.append(p)
             continue
         if run:
-            await _apply_together(session, run, held)
-            outcomes.update((id(r), Done()) for r in run)
+            await together(run)
             run = []
-        outcomes[id(p)] = await apply_prepared(session, p)
-        # What it may have created or changed is read again for the rows after it.
-        await new_orders.refresh_held(session, held, _touched_keys(p), [(p.store_id, r.order_external_id)
-                                                                        for r in p.refunds])
+        await alone(p)
     if run:
-        await _apply_together(session, run, held)
-        outcomes.update((id(r), Done()) for r in run)
+        await together(run)
     return [outcomes[id(p)] for p in prepared]
 
 
-async def _apply_together(session: AsyncSession, run: list[Prepared], held: new_orders.Held) -> None:
+async def _apply_together(session: AsyncSession, run: list[Prepared], held: new_orders.Held) -> bool:
+    """Apply a run set-based, in a savepoint; False when it failed as a whole and was rolled back (its
+    rows are then applied one by one, in the same transaction)."""
     stores: dict[int, Store] = session.info.setdefault("inbox_stores", {})
     for store_id in {p.store_id for p in run} - stores.keys():
         stores[store_id] = await session.get(Store, store_id)
-    await new_orders.insert_new_orders(session, held, [(stores[p.store_id], snap, "webhook")
-                                                      for p in run for snap in p.orders])
+    try:
+        async with session.begin_nested():
+            await new_orders.insert_new_orders(session, held, [(stores[p.store_id], snap, "webhook")
+                                                              for p in run for snap in p.orders])
+    except Exception as exc:
+        ledger.forget_locks(session)
+        if not new_orders.falls_back(exc):
+            raise  # a deadlock or a lost connection: the batch is retried as it is
+        log.warning("set-based apply of %d rows failed; applying them one by one", len(run), exc_info=True)
+        await new_orders.refresh_held(session, held, set().union(*(_touched_keys(p) for p in run)), [])
+        return False
     now = utcnow()
     rows = session.info["inbox_rows"]
     for p in run:
         row = rows[p.inbox_id]
         row.status, row.error, row.attempts, row.processed_at = "done", None, row.attempts + 1, now
     INBOX_APPLIED.labels("done").inc(len(run))
+    return True
 
 
 # Short, lock-free jobs that arrive in floods: the runner claims and applies them in batches.

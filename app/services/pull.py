@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from adapters.base import Capability, OrderSnapshot, Page, RefundSnapshot, TimeWindow
 from adapters.errors import AdapterError, AuthExpiredError, ThrottledError, TransientError
 from app.domain import ledger, new_orders
-from app.db import is_sqlite, is_transient_db_error
+from app.db import is_sqlite
 from app.domain.reconcile import lock_for_snapshots, upsert_order, upsert_refund
 from app.models import Order, Refund, Resync, Store, SyncCursor
 from app.models.base import utcnow
@@ -159,8 +159,10 @@ class _Together:
             return
         except Exception as exc:
             ledger.forget_locks(self.session)
-            if is_transient_db_error(exc):
-                raise  # the database's trouble (a lock, a race): the page is tried again as it is
+            if not new_orders.falls_back(exc):
+                raise  # the database's trouble (a deadlock, a lost connection): the page is tried again
+            await new_orders.refresh_held(self.session, self.held, set().union(
+                *(new_orders.line_keys(self.store.id, snap) for snap in run)), [])
             log.warning("set-based apply of %d pulled orders failed; applying them one by one", len(run),
                         exc_info=True)
         for snap in run:

@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from app.config import Settings
 from app.db import Database, bind_time
 from app.jobs.outcomes import Dead, Done, Handler, JobContext, Outcome, Retry
-from app.jobs.queue import add_waker, backoff_s, intake_busy, remove_waker
+from app.jobs.queue import add_waker, backoff_s, intake_busy, remove_waker, wake_workers
 from app.metrics import JOBS
 from app.models import Job
 from app.models.base import utcnow
@@ -316,6 +316,8 @@ class Runner:
                     label = "superseded"
             await session.execute(text(sql), params)
         JOBS.labels(job.name, label).inc()
+        if job.lock_key is not None:
+            wake_workers()  # a job queued behind this one's lock (the next push of a store) may run now
         if label != "done":
             log.warning("job %s #%s %s: %s", job.name, job.id, label, getattr(outcome, "error", ""))
 

@@ -262,3 +262,23 @@ async def test_a_pulled_run_that_fails_is_applied_record_by_record(db, monkeypat
     assert await _pull(db, store_id, [page]) == [{"fetched": 4, "created": 4, "updated": 0, "unchanged": 0, "failed": 0}]
     state = await _state(db, store_id, skus)
     assert ("A", 10, 4) in state["skus"] and len(state["orders"]) == 4
+
+
+async def test_a_refund_stored_while_the_run_was_planned_is_linked_to_its_new_order(db):
+    """On PostgreSQL a poll may store a refund for an order after the batch looked for waiting refunds
+    and before it inserts the order: the order's creation links it, as one by one would."""
+    from app.domain.reconcile import upsert_refund
+
+    store_id, skus, _ = await _world(db, (10, 10))
+    lines: dict[str, list] = {}
+    order = _order({"order": "late", "status": OrderStatus.PAID, "minute": 0, "lines": [("bound-a", 2)]}, lines)
+    refund = _refund({"order": "late", "minute": 1, "status": RefundStatus.SUCCEEDED}, lines)
+    async with db.transaction() as session:
+        store = await session.get(Store, store_id)
+        held = await new_orders.read_held(session, [(store_id, order)])
+        assert new_orders.fits(held, store_id, order)
+        await upsert_refund(session, store, refund, via="poll", wait_for_order=False)  # the poll, meanwhile
+        await new_orders.insert_new_orders(session, held, [(store, order, "webhook")])
+    state = await _state(db, store_id, skus)
+    assert state["refunds"] == [("r-late", "succeeded", True, 1990)]
+    assert ("A", 10, 1) in state["skus"]  # 2 reserved, 1 released by the refund before shipping
