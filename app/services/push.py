@@ -122,8 +122,8 @@ async def set_allocation(session: AsyncSession, sku: Sku, policy: dict) -> None:
 async def rebalance(session: AsyncSession, sku: Sku) -> None:
     """Split the available stock of ``sku`` afresh over its shops by its policy (explicit request or a
     policy change) and push every shop of it."""
-    listings = (await session.execute(select(Listing).where(Listing.sku_id == sku.id).order_by(Listing.id)
-                                      .execution_options(populate_existing=True))).scalars().all()
+    # Listings locked before the sku row is written (at flush): the order every plan and apply keeps.
+    listings = await ledger.lock_listings(session, Listing.sku_id == sku.id)
     for listing in listings:
         listing.quota = None  # settle_quotas then splits the available stock afresh
     await _settle(session, sku, listings, utcnow())
@@ -157,6 +157,7 @@ async def handle_lock_ends(ctx: JobContext) -> Outcome:
     """At a lock's end: drop it and re-plan every shop of the sku (a lock moved later waits again)."""
     async with ctx.db.transaction() as session:
         sku_id = int(ctx.job.payload["sku_id"])
+        await ledger.lock_listings(session, Listing.sku_id == sku_id)  # listings, then the sku: the lock order
         await ledger.lock_skus(session, {sku_id})
         sku = await session.get(Sku, sku_id)
         if sku is None:
@@ -487,7 +488,8 @@ async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[li
         for _ in range(RECOUNT_TRIES):
             if not rounds[-1].recount:
                 break
-            again, recounts = _recounted(rounds[-1].recount)
+            again, recounts, waiting = _recounted(rounds[-1].recount)
+            deferred += waiting
             rounds.append(await _send_and_account(ctx, store, capabilities, adapter, again, recounts))
         if rounds[-1].recount:
             rounds[-1].conflicted = True  # the shop outsold every try: the job tries again shortly
@@ -528,17 +530,19 @@ async def push_store(ctx: JobContext, store_id: int, *, force: bool) -> tuple[li
 RECOUNT_TRIES = 3  # sets again from the count a compare-and-set refusal reports, within one push
 
 
-def _recounted(refused: list[tuple[PlannedPush, int]]) -> tuple[list[PlannedPush], dict[str, int]]:
-    """Sets from a count read, again from the count the platform reported when it refused them."""
-    again, counts = [], {}
+def _recounted(refused: list[tuple[PlannedPush, int]]) -> tuple[list[PlannedPush], dict[str, int], list[PlannedPush]]:
+    """Sets from a count read, again from the count the platform reported when it refused them; and
+    the raises that wait while the shop's sales are unheard (the push is tried again for them)."""
+    again, counts, waiting = [], {}, []
     for p, count in refused:
         believed = max(0, p.believed or 0)
         change = p.wanted - believed
         if change > 0 and count < believed:
-            continue  # a raise waits while the shop's sales are unheard (the next push plans it)
+            waiting.append(p)
+            continue
         again.append(replace(p, quantity=max(0, min(p.wanted, count + change)), expected=count))
         counts[p.external_sku_key] = count
-    return again, counts
+    return again, counts, waiting
 
 
 async def _correct_refused_cuts(ctx: JobContext, store: Store, capabilities, adapter,

@@ -393,3 +393,24 @@ async def test_a_shared_figure_refused_by_compare_and_set_is_set_again_from_the_
     assert shops[b].count == 66 and shops[b].sold == 4
     [_, listing_b] = await _listings(db)
     assert (listing_b.pushed_quantity, listing_b.unheard_sales) == (66, 4)
+
+
+async def test_a_raise_refused_because_the_shop_sold_meanwhile_waits_and_is_tried_again(
+        client, db, runner, settings, monkeypatch):
+    """A receipt raises b; b sells 4 between the read (100) and the write: the refusal reports 96, below
+    what we believe, so the raise waits for those sales, and the push is tried again (it ended as done,
+    leaving b at 96 until something else pushed it)."""
+    ids = await _stores(client, 2)
+    _, b = ids
+    shops = {i: FakeShop(i) for i in ids}
+    adapters = {i: RacingCasShop(shops[i]) for i in ids}
+    push_store = _wire(monkeypatch, adapters)
+    ctx = _ctx(runner, settings)
+    await _put(client, {"mode": "shared", "sales_speed_buffer": False})
+    await receive(client, SKU, 100, "m-01")
+    await _push_all(push_store, ctx, ids)
+    await receive(client, SKU, 50, "m-02")
+    adapters[b].race_next = 4
+    _, outcome = await push_store(ctx, b, force=False)
+    assert isinstance(outcome, Retry) and adapters[b].conflicts == 1
+    assert shops[b].count == 96  # never raised over the sales not heard of yet
