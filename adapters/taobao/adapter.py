@@ -106,7 +106,9 @@ def outer_biz_key(key: str) -> str:
 # calls the key the idempotency key of an increment, so a repeat applies nothing. A success answer is then
 # done; so is a refusal that names the repeat (as Douyin's "[idempotent_id]重复，操作已执行" does).
 _REPEAT_WORDS = re.compile(r"重复|已存在|已处理|已执行|duplicat|already", re.IGNORECASE)
-_KEY_WORDS = re.compile(r"outer_biz_key|幂等|idempoten|请求|操作", re.IGNORECASE)
+# The repeat must be the key's or the request's as a whole: 请求 or 操作 alone are in most TOP errors
+# ("请求参数sku_id重复", "操作已处理中"), and taking such a refusal as applied moves our belief by the delta.
+_KEY_WORDS = re.compile(r"outer_biz_key|幂等|idempoten|重复请求|请求重复", re.IGNORECASE)
 
 
 def repeated_key(exc: PermanentError) -> bool:

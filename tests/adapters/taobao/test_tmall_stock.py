@@ -111,3 +111,6 @@ def test_only_a_refusal_naming_a_repeat_counts_as_applied():
     assert repeated_key(PermanentError("Remote service error / 重复请求", code="15"))
     assert not repeated_key(PermanentError("Remote service error / 商品不存在", code="15"))
     assert not repeated_key(PermanentError("Remote service error / outer_biz_key格式错误", code="15"))
+    # A repeated parameter, or an operation in progress, is not the increment applied before.
+    assert not repeated_key(PermanentError("Remote service error / 请求参数sku_id重复", code="15"))
+    assert not repeated_key(PermanentError("Remote service error / 操作已处理中，请稍后", code="15"))
