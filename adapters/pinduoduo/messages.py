@@ -129,8 +129,16 @@ def parse_frame(text: str | bytes) -> Frame:
     body = text.encode() if isinstance(text, str) else bytes(text)
     ack = {"id": frame.get("id"), "sendTime": frame.get("sendTime"), "type": message.get("type"),
            "mallID": message.get("mallID", message.get("mall_id"))}
-    return Frame(command, ChannelMessage(CHANNEL, _text(frame.get("id")), topic, mall_id, body, _wanted(topic),
-                                         ack=ack), raw=frame)
+    return Frame(command, ChannelMessage(CHANNEL, _message_id(frame.get("id"), message), topic, mall_id, body,
+                                         _wanted(topic), ack=ack), raw=frame)
+
+
+def _message_id(frame_id: Any, message: dict) -> str:
+    """The frame's id with a digest of the message it carries. Whether PDD's frame id is unique per
+    message or a sequence per connection is unconfirmed; with the digest, two keys are equal only for
+    the same message (a redelivery), so a sequence number can never make a new message a duplicate."""
+    digest = hashlib.sha256(json.dumps(message, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+    return f"{_text(frame_id) or '-'}:{digest}"
 
 
 def parse_delivery(headers: Mapping[str, str], body: bytes) -> WebhookDelivery:

@@ -44,7 +44,7 @@ log = logging.getLogger("coopsync.channels")
 
 MAX_IN_FLIGHT = 64  # messages of one connection being stored at once (the group commit batches them)
 SHOPS_REFRESH_S = 60.0  # seconds the shop id -> store map is trusted before it is read again
-SHOPS_MISS_RELOAD_S = 5.0  # seconds between re-reads caused by a message naming a shop not in the map
+SHOPS_MISS_RELOAD_S = 0.5  # seconds between re-reads caused by a message naming a shop not in the map
 
 
 class LeaseLost(Exception):
