@@ -192,17 +192,18 @@ async def _sale(db: BenchDatabase, engine: str, allocation: bool, args) -> dict:
                 # A platform delivers again until it is answered: a keep-alive connection the server
                 # closed while it sat idle (uvloop raises RuntimeError writing to it) is replaced and the
                 # delivery sent once more; it was never lost, only not yet sent.
+                conn = await pool.get()
                 for attempt in range(4):
-                    conn = await pool.get()
                     sent = time.monotonic()
                     try:
                         status, body = await asyncio.wait_for(conn.request(head + delivery.body), 30)
                     except (ConnectionError, RuntimeError, asyncio.TimeoutError) as exc:
                         conn.transport.close()
+                        # Again on a fresh connection (the pool's others may have idled out as well).
                         _, conn = await asyncio.get_running_loop().create_connection(RawConnection, "127.0.0.1", port)
-                        pool.put_nowait(conn)
                         if attempt == 3:
                             failures.append(repr(exc))
+                            pool.put_nowait(conn)
                         continue
                     pool.put_nowait(conn)
                     if status == 200:
@@ -268,6 +269,7 @@ async def _sale(db: BenchDatabase, engine: str, allocation: bool, args) -> dict:
             "orders_in_service": orders, "each_sale_one_order": orders == len(sales), "inbox": inbox,
             "reserved_in_service": reserved, "orders_flagged_oversold": oversold_lines,
             "webhooks_acknowledged": len(acks), "webhook_failures": len(failures),
+            "webhook_failure_samples": sorted(set(failures))[:5],
             "ack_latency_ms": {"p50": _ms(percentile(acks, 50)), "p99": _ms(percentile(acks, 99))},
             "sale_to_all_shops_updated_ms": {"p50": _ms(percentile(latencies, 50)),
                                              "p99": _ms(percentile(latencies, 99)),
