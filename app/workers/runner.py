@@ -71,6 +71,7 @@ RETURNING id
 REAP_EVERY_S = 5.0  # seconds between passes over expired leases, per worker loop
 TIMEOUT_SHARE_OF_LEASE = 0.9  # a job is cut off before its lease runs out, whatever job_timeout_s says
 BATCH_SIZE = 64  # jobs claimed and recorded per transaction, for kinds declared with a batch handler
+BURST_BATCH_SIZE = 16  # the same during a webhook burst
 
 # A stalled job whose queued twin (same dedupe key) exists is superseded by it: the twin plans from
 # the state at its own run, so nothing is lost, and requeuing would break the one-queued-per-key index.
@@ -177,7 +178,10 @@ class Runner:
 
     async def run_one(self, *, lane: str | None = None) -> Job | None:
         """Claim due work (one job, or a batch of flood jobs) and run it; None when nothing was due."""
-        jobs = await self.claim_batch(lane=lane)
+        # During a webhook burst a batch is smaller, so that it holds SQLite's one writer (and the
+        # event loop) for a shorter time between the intake's commits.
+        busy = intake_busy(self.settings.intake_burst_rows)
+        jobs = await self.claim_batch(BURST_BATCH_SIZE if busy else BATCH_SIZE, lane=lane)
         if not jobs:
             return None
         if len(jobs) == 1:

@@ -84,3 +84,27 @@ async def test_during_a_burst_the_apply_loop_takes_only_its_share(db, database_u
     assert slept == [0.04 * 3]  # a push (platform work) is never held back: a stale figure oversells
     IntakeLoad.last_at -= 1.0
     assert not intake_busy(8)  # the burst is over
+
+
+async def test_during_a_burst_the_apply_claims_smaller_batches(db, database_url, monkeypatch):
+    """Smaller batches hold SQLite's writer (and the event loop) for less time between the intake's commits."""
+    from app.workers import runner as runner_module
+
+    settings = make_settings(database_url, intake_burst_rows=8)
+    seen: list[int] = []
+
+    async def batch(ctxs):
+        seen.append(len(ctxs))
+        return [Done() for _ in ctxs]
+
+    handlers = {"inbox.apply": JobSpec("inbox.apply", None, batch=batch, local=True)}
+    async with db.transaction() as session:
+        for i in range(100):
+            await enqueue(session, "inbox.apply", {"inbox_id": i}, priority=100)
+    runner = Runner(db, settings, handlers, worker_id="w")
+    monkeypatch.setattr(IntakeLoad, "recent", queue.deque([64] * 9, maxlen=9))
+    monkeypatch.setattr(IntakeLoad, "last_at", queue.time.monotonic() + 3600)  # a burst that goes on
+    await runner.run_one(lane="local")
+    monkeypatch.setattr(IntakeLoad, "last_at", 0.0)  # over
+    await runner.run_one(lane="local")
+    assert seen == [runner_module.BURST_BATCH_SIZE, runner_module.BATCH_SIZE]
